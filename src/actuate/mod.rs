@@ -1,0 +1,1 @@
+//! Where replica counts go. One trait, one file per implementation.

@@ -1,0 +1,2 @@
+//! controller
+pub mod cli;

@@ -1,0 +1,13 @@
+//! The `ShiftPolicy`: types, loading from YAML, validation, and the event calendar.
+
+pub mod check;
+pub mod events;
+pub mod load;
+pub mod spec;
+pub mod units;
+pub mod validate;
+
+pub use events::EventWindow;
+pub use load::{PolicyError, load_file, load_str};
+pub use spec::*;
+pub use units::{Cpu, Memory, PolicyDuration};

@@ -1,0 +1,1 @@
+//! Semantic checks the schema cannot express (min <= max, unique names, ...).

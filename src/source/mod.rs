@@ -1,0 +1,2 @@
+//! Where demand comes from. One trait, one file per implementation.
+pub mod exporter;
