@@ -226,7 +226,7 @@ pub fn mase(actual: &[f64], forecast: &[f64], scale: f64) -> f64 {
             n += 1;
         }
     }
-    if n == 0 || !(scale > 0.0) {
+    if n == 0 || scale.is_nan() || scale <= 0.0 {
         f64::NAN
     } else {
         sum / n as f64 / scale

@@ -457,9 +457,10 @@ fn clip_spikes(
             continue;
         }
         neigh.clear();
-        for j in i.saturating_sub(2)..=(i + 2).min(n - 1) {
-            if j != i && z[j].is_finite() {
-                neigh.push(z[j]);
+        let from = i.saturating_sub(2);
+        for (j, &v) in z.iter().enumerate().take((i + 3).min(n)).skip(from) {
+            if j != i && v.is_finite() {
+                neigh.push(v);
             }
         }
         if neigh.len() < 2 {
@@ -975,7 +976,7 @@ mod tests {
                 let base = 1000.0
                     * (1.0 + 0.6 * day.sin() + 0.2 * (2.0 * day).cos())
                     * (1.0 + 0.2 * week.sin());
-                base * (normal.sample(&mut rng) as f64).exp()
+                base * normal.sample(&mut rng).exp()
             })
             .collect()
     }
