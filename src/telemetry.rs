@@ -1,5 +1,20 @@
-//! Logging set-up and the daemon's Prometheus metrics.
+//! Logging set-up, the daemon's Prometheus metrics, and its HTTP endpoints (`/metrics`,
+//! `/healthz`, `/readyz`). Kept apart from the control logic, which only records into
+//! [`Metrics`].
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
 use tracing_subscriber::EnvFilter;
 
 /// Logs go to stderr so that `--json` output on stdout stays clean. `RUST_LOG` overrides the
@@ -14,4 +29,405 @@ pub fn init_logging() {
     } else {
         builder.try_init()
     };
+}
+
+const WORKLOAD_LABELS: &[&str] = &["policy", "namespace", "workload", "class"];
+
+/// Every metric the daemon exports; names are fixed by the chart and the dashboard.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub demand: GaugeVec,
+    pub forecast_demand: GaugeVec,
+    pub forecast_peak_demand: GaugeVec,
+    pub desired_replicas: GaugeVec,
+    pub current_replicas: GaugeVec,
+    pub ready_replicas: GaugeVec,
+    pub capacity: GaugeVec,
+    pub shortfall_replicas: GaugeVec,
+    pub forecast_error_ratio: GaugeVec,
+    pub decision_duration_seconds: HistogramVec,
+    pub shifts_total: IntCounterVec,
+    pub prometheus_errors_total: IntCounterVec,
+    pub kube_api_errors_total: IntCounterVec,
+    pub leader: IntGauge,
+    pub policy_condition: IntGaugeVec,
+    pub build_info: IntGaugeVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric registered once");
+            g
+        };
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c =
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric registered once");
+            c
+        };
+        let demand = gauge(
+            "tideshift_demand",
+            "Observed demand of an online workload, in the unit of its query",
+            WORKLOAD_LABELS,
+        );
+        let forecast_demand = gauge(
+            "tideshift_forecast_demand",
+            "Demand forecast earlier for now (band: point, lower, upper), to overlay on tideshift_demand",
+            &["policy", "namespace", "workload", "class", "band"],
+        );
+        let forecast_peak_demand = gauge(
+            "tideshift_forecast_peak_demand",
+            "Highest upper-band demand forecast within the horizon",
+            WORKLOAD_LABELS,
+        );
+        let desired_replicas = gauge(
+            "tideshift_desired_replicas",
+            "Replicas the last plan asked for",
+            WORKLOAD_LABELS,
+        );
+        let current_replicas = gauge(
+            "tideshift_current_replicas",
+            "Replicas the workload asks for now (spec)",
+            WORKLOAD_LABELS,
+        );
+        let ready_replicas = gauge(
+            "tideshift_ready_replicas",
+            "Ready pods of the workload",
+            WORKLOAD_LABELS,
+        );
+        let capacity = gauge(
+            "tideshift_capacity",
+            "Capacity shared by a policy's workloads (cpu in cores, memory in bytes)",
+            &["policy", "namespace", "resource"],
+        );
+        let shortfall_replicas = gauge(
+            "tideshift_shortfall_replicas",
+            "Replicas the forecast needs that the capacity cannot give",
+            WORKLOAD_LABELS,
+        );
+        let forecast_error_ratio = gauge(
+            "tideshift_forecast_error_ratio",
+            "Mean absolute percentage error of the forecast over the last 6h (0..1+)",
+            WORKLOAD_LABELS,
+        );
+        let decision_duration_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "tideshift_decision_duration_seconds",
+                "Time of one policy cycle: read, forecast, plan, apply",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["policy"],
+        )
+        .expect("valid metric definition");
+        registry
+            .register(Box::new(decision_duration_seconds.clone()))
+            .expect("metric registered once");
+        let shifts_total = counter(
+            "tideshift_shifts_total",
+            "Shifts applied: up moves capacity to online, down gives it back",
+            &["policy", "namespace", "direction"],
+        );
+        let prometheus_errors_total = counter(
+            "tideshift_prometheus_errors_total",
+            "Failed Prometheus queries by reason",
+            &["reason"],
+        );
+        let kube_api_errors_total = counter(
+            "tideshift_kube_api_errors_total",
+            "Failed Kubernetes API calls by verb",
+            &["verb"],
+        );
+        let leader = IntGauge::new(
+            "tideshift_leader",
+            "1 when this replica holds the lease and may write",
+        )
+        .expect("valid metric definition");
+        registry
+            .register(Box::new(leader.clone()))
+            .expect("metric registered once");
+        let policy_condition = IntGaugeVec::new(
+            Opts::new(
+                "tideshift_policy_condition",
+                "1 when the policy's condition of this type is True",
+            ),
+            &["policy", "namespace", "type"],
+        )
+        .expect("valid metric definition");
+        registry
+            .register(Box::new(policy_condition.clone()))
+            .expect("metric registered once");
+        let build_info = IntGaugeVec::new(
+            Opts::new("tideshift_build_info", "Version of the running daemon"),
+            &["version"],
+        )
+        .expect("valid metric definition");
+        registry
+            .register(Box::new(build_info.clone()))
+            .expect("metric registered once");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Self {
+            registry,
+            demand,
+            forecast_demand,
+            forecast_peak_demand,
+            desired_replicas,
+            current_replicas,
+            ready_replicas,
+            capacity,
+            shortfall_replicas,
+            forecast_error_ratio,
+            decision_duration_seconds,
+            shifts_total,
+            prometheus_errors_total,
+            kube_api_errors_total,
+            leader,
+            policy_condition,
+            build_info,
+        }
+    }
+
+    /// Drop every series of a policy that was deleted, so dashboards do not show ghosts.
+    /// `workloads` are its (name, class) pairs.
+    pub fn forget_policy(&self, namespace: &str, policy: &str, workloads: &[(String, &str)]) {
+        for (workload, class) in workloads {
+            let labels = [policy, namespace, workload.as_str(), *class];
+            for vec in [
+                &self.demand,
+                &self.forecast_peak_demand,
+                &self.desired_replicas,
+                &self.current_replicas,
+                &self.ready_replicas,
+                &self.shortfall_replicas,
+                &self.forecast_error_ratio,
+            ] {
+                let _ = vec.remove_label_values(&labels);
+            }
+            for band in ["point", "lower", "upper"] {
+                let _ = self.forecast_demand.remove_label_values(&[
+                    policy,
+                    namespace,
+                    workload.as_str(),
+                    class,
+                    band,
+                ]);
+            }
+        }
+        for resource in ["cpu", "memory"] {
+            let _ = self
+                .capacity
+                .remove_label_values(&[policy, namespace, resource]);
+        }
+        for condition in ["Ready", "Degraded", "Conflict", "ForecastShortfall"] {
+            let _ = self
+                .policy_condition
+                .remove_label_values(&[policy, namespace, condition]);
+        }
+    }
+
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
+        Ok(String::from_utf8_lossy(&buffer).into_owned())
+    }
+}
+
+/// What `/readyz` reports: the caches are synced and, with leader election, this replica is
+/// either the leader or a healthy standby (it can reach the Lease).
+#[derive(Clone, Default)]
+pub struct Health {
+    pub caches_synced: Arc<AtomicBool>,
+    pub lease_healthy: Arc<AtomicBool>,
+    pub leader_election: bool,
+}
+
+impl Health {
+    pub fn ready(&self) -> bool {
+        self.caches_synced.load(Ordering::SeqCst)
+            && (!self.leader_election || self.lease_healthy.load(Ordering::SeqCst))
+    }
+}
+
+#[derive(Clone)]
+struct ServerState {
+    metrics: Metrics,
+    health: Health,
+}
+
+async fn metrics_handler(State(state): State<ServerState>) -> impl IntoResponse {
+    match state.metrics.render() {
+        Ok(text) => (
+            StatusCode::OK,
+            [("content-type", "text/plain; version=0.0.4")],
+            text,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [("content-type", "text/plain")],
+            format!("encoding metrics: {e}"),
+        ),
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<ServerState>) -> (StatusCode, &'static str) {
+    if state.health.ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+pub fn router(metrics: Metrics, health: Health) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(ServerState { metrics, health })
+}
+
+/// Serve the endpoints until `shutdown` resolves.
+pub async fn serve(
+    listen: SocketAddr,
+    metrics: Metrics,
+    health: Health,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(%listen, "serving /metrics, /healthz and /readyz");
+    axum::serve(listener, router(metrics, health))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exports_the_contract_names() {
+        let metrics = Metrics::new();
+        let labels = ["checkout", "shop", "payment", "online"];
+        metrics.demand.with_label_values(&labels).set(1.0);
+        metrics
+            .forecast_demand
+            .with_label_values(&["checkout", "shop", "payment", "online", "upper"])
+            .set(2.0);
+        metrics
+            .forecast_peak_demand
+            .with_label_values(&labels)
+            .set(3.0);
+        metrics.desired_replicas.with_label_values(&labels).set(4.0);
+        metrics.current_replicas.with_label_values(&labels).set(4.0);
+        metrics.ready_replicas.with_label_values(&labels).set(4.0);
+        metrics
+            .capacity
+            .with_label_values(&["checkout", "shop", "cpu"])
+            .set(16.0);
+        metrics
+            .shortfall_replicas
+            .with_label_values(&labels)
+            .set(0.0);
+        metrics
+            .forecast_error_ratio
+            .with_label_values(&labels)
+            .set(0.1);
+        metrics
+            .decision_duration_seconds
+            .with_label_values(&["checkout"])
+            .observe(0.01);
+        metrics
+            .shifts_total
+            .with_label_values(&["checkout", "shop", "up"])
+            .inc();
+        metrics
+            .prometheus_errors_total
+            .with_label_values(&["timeout"])
+            .inc();
+        metrics
+            .kube_api_errors_total
+            .with_label_values(&["patch"])
+            .inc();
+        metrics.leader.set(1);
+        metrics
+            .policy_condition
+            .with_label_values(&["checkout", "shop", "Ready"])
+            .set(1);
+        let text = metrics.render().unwrap();
+        for name in [
+            "tideshift_demand{",
+            "tideshift_forecast_demand{band=\"upper\"",
+            "tideshift_forecast_peak_demand{",
+            "tideshift_desired_replicas{",
+            "tideshift_current_replicas{",
+            "tideshift_ready_replicas{",
+            "tideshift_capacity{",
+            "tideshift_shortfall_replicas{",
+            "tideshift_forecast_error_ratio{",
+            "tideshift_decision_duration_seconds_bucket{",
+            "tideshift_shifts_total{",
+            "tideshift_prometheus_errors_total{reason=\"timeout\"}",
+            "tideshift_kube_api_errors_total{verb=\"patch\"}",
+            "tideshift_leader 1",
+            "tideshift_policy_condition{",
+            "tideshift_build_info{version=",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+        metrics.forget_policy("shop", "checkout", &[("payment".to_string(), "online")]);
+        let text = metrics.render().unwrap();
+        assert!(!text.contains("tideshift_demand{"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn readyz_follows_caches_and_lease() {
+        let health = Health {
+            leader_election: true,
+            ..Default::default()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let app = router(Metrics::new(), health.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::new();
+        let status = |path: &'static str| {
+            let client = client.clone();
+            async move {
+                client
+                    .get(format!("http://{address}{path}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }
+        };
+        assert_eq!(status("/healthz").await, 200);
+        assert_eq!(status("/readyz").await, 503);
+        health.caches_synced.store(true, Ordering::SeqCst);
+        assert_eq!(status("/readyz").await, 503, "lease not reachable yet");
+        health.lease_healthy.store(true, Ordering::SeqCst);
+        assert_eq!(status("/readyz").await, 200);
+        assert_eq!(status("/metrics").await, 200);
+    }
 }

@@ -1,2 +1,3 @@
-//! controller
+//! The daemon: a kube-rs `Controller` over `ShiftPolicy` objects, one loop per policy.
 pub mod cli;
+pub mod leader;

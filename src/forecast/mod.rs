@@ -73,6 +73,8 @@ pub enum ForecastError {
     NoHistory(String),
     #[error("model fit failed: {0}")]
     Fit(String),
+    #[error("invalid forecast request: {0}")]
+    InvalidRequest(String),
 }
 
 /// An extension point: a way to learn demand from history.
@@ -97,3 +99,12 @@ pub trait FittedModel: Send + Sync {
     ) -> Result<Forecast, ForecastError>;
 }
 pub mod backtest;
+pub mod prep;
+pub mod seasonal_naive;
+
+pub use seasonal_naive::{SeasonalNaive, SeasonalNaiveModel};
+
+/// THE forecaster used by the daemon, `tideshift simulate` and `tideshift backtest`.
+pub fn default_forecaster() -> Box<dyn Forecaster> {
+    Box::new(SeasonalNaive)
+}

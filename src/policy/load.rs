@@ -1,27 +1,937 @@
-//! Reading a `ShiftPolicy` from YAML text or a file, with errors that name the field.
+//! Reading a `ShiftPolicy` from YAML text or a file, with errors that name the file, the field
+//! and the line.
+//!
+//! Policy files come from users and from git, so the loader treats them as hostile input: it
+//! never panics and its work is bounded by the size limits below, whatever the bytes are.
+//! Loading is three passes over one document:
+//! 1. a scan that counts every value (after alias expansion) and the nesting depth, and stops
+//!    at the first limit crossed, so alias bombs and deep nesting cost almost nothing;
+//! 2. the typed deserialization (`serde_path_to_error` gives the field path);
+//! 3. [`validate`](super::validate::validate) for what types cannot say, with a best-effort
+//!    line for every error.
 
+use std::fmt;
+use std::io::Read;
 use std::path::Path;
 
-use super::ShiftPolicy;
+use serde::Deserializer as _;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use super::ShiftPolicy;
+use super::validate::{FieldError, validate};
+
+/// Largest policy file accepted. Real policies are a few KiB; this leaves room for long
+/// comments while keeping the worst case (parse + scan) in the low milliseconds.
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+/// Deepest nesting of YAML collections. A policy needs about 6 levels; `metadata.managedFields`
+/// in `kubectl get -o yaml` output needs about 12.
+pub const MAX_DEPTH: usize = 32;
+/// Most YAML values in one document after expanding aliases. Bounds the work an alias bomb
+/// (`&a [*b, *b, ...]`) can cause; a large real policy has a few thousand.
+pub const MAX_NODES: usize = 100_000;
+/// Most validation errors that get a line number (each costs one more pass over the file).
+const MAX_LOCATED_ERRORS: usize = 20;
+
+pub const API_VERSION: &str = "tideshift.io/v1alpha1";
+pub const KIND: &str = "ShiftPolicy";
+const TOP_LEVEL_FIELDS: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
+
+/// Everything that can be wrong with a policy file. `Display` is one line that starts with the
+/// file (and line, where known), so `tideshift check` can print it as is.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("{origin}: {message}")]
-    Invalid { origin: String, message: String },
+    #[error("{file}: cannot read: {cause}")]
+    Io { file: String, cause: std::io::Error },
+    #[error("{file}: not a regular file")]
+    NotAFile { file: String },
+    #[error("{file}: file is larger than {limit} bytes; a policy is a few KiB", limit = MAX_FILE_BYTES)]
+    TooLarge { file: String },
+    #[error("{file}: binary data (NUL byte at offset {offset}); expected a YAML ShiftPolicy")]
+    Binary { file: String, offset: usize },
+    #[error(
+        "{file}: not UTF-8 text (invalid byte at offset {offset}); expected a YAML ShiftPolicy"
+    )]
+    NotUtf8 { file: String, offset: usize },
+    #[error(
+        "{file}: empty file; expected one ShiftPolicy (apiVersion: {API_VERSION}, kind: {KIND})"
+    )]
+    Empty { file: String },
+    #[error("{file}: {count} YAML documents; put exactly one ShiftPolicy in each file")]
+    MultipleDocuments { file: String, count: usize },
+    /// YAML that cannot be read at all: syntax, nesting, alias expansion.
+    #[error("{file}{}: {message}", line_suffix(*line))]
+    Syntax {
+        file: String,
+        line: Option<usize>,
+        message: String,
+    },
+    /// A field that does not fit its type (unknown field, wrong type, bad duration, ...).
+    #[error("{file}{}: {path}: {message}", line_suffix(*line))]
+    Field {
+        file: String,
+        path: String,
+        line: Option<usize>,
+        message: String,
+    },
+    /// Well-formed, but breaks the rules of [`validate`](super::validate::validate).
+    #[error("{file}: {}", describe_all(errors))]
+    Invalid {
+        file: String,
+        errors: Vec<FieldError>,
+    },
+    /// An event that cannot be expanded into windows.
+    #[error("event {name:?}: {message}")]
+    Event { name: String, message: String },
 }
 
+impl PolicyError {
+    /// The field errors of an `Invalid` policy, or one synthesized from a `Field` error.
+    pub fn field_errors(&self) -> Vec<FieldError> {
+        match self {
+            PolicyError::Invalid { errors, .. } => errors.clone(),
+            PolicyError::Field {
+                path,
+                line,
+                message,
+                ..
+            } => vec![FieldError {
+                path: path.clone(),
+                message: message.clone(),
+                line: *line,
+            }],
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn line_suffix(line: Option<usize>) -> String {
+    line.map(|l| format!(":{l}")).unwrap_or_default()
+}
+
+fn describe_all(errors: &[FieldError]) -> String {
+    match errors {
+        [one] => one.to_string(),
+        many => {
+            let listed: Vec<String> = many.iter().map(ToString::to_string).collect();
+            format!("{} problems: {}", many.len(), listed.join("; "))
+        }
+    }
+}
+
+/// Read, parse and validate one policy file. `-` reads standard input.
 pub fn load_file(path: &Path) -> Result<ShiftPolicy, PolicyError> {
-    let text = std::fs::read_to_string(path).map_err(|e| PolicyError::Invalid {
-        origin: path.display().to_string(),
-        message: e.to_string(),
-    })?;
-    load_str(&text, &path.display().to_string())
+    let file = path.display().to_string();
+    let bytes = read_capped(path, &file)?;
+    load_bytes(&bytes, &file)
 }
 
+fn read_capped(path: &Path, file: &str) -> Result<Vec<u8>, PolicyError> {
+    let io = |cause| PolicyError::Io {
+        file: file.to_string(),
+        cause,
+    };
+    let limit = MAX_FILE_BYTES as u64 + 1;
+    let mut bytes = Vec::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin()
+            .lock()
+            .take(limit)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+    } else {
+        // Checked before opening: opening a FIFO blocks, and devices like /dev/zero never end.
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if !meta.is_file() {
+            return Err(PolicyError::NotAFile {
+                file: file.to_string(),
+            });
+        }
+        if meta.len() > MAX_FILE_BYTES as u64 {
+            return Err(PolicyError::TooLarge {
+                file: file.to_string(),
+            });
+        }
+        std::fs::File::open(path)
+            .map_err(io)?
+            .take(limit)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+    }
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(PolicyError::TooLarge {
+            file: file.to_string(),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Parse and validate a policy from raw bytes (which need not be UTF-8); `origin` names the
+/// source in errors.
+pub fn load_bytes(bytes: &[u8], origin: &str) -> Result<ShiftPolicy, PolicyError> {
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(PolicyError::TooLarge {
+            file: origin.to_string(),
+        });
+    }
+    if let Some(offset) = bytes.iter().position(|&b| b == 0) {
+        return Err(PolicyError::Binary {
+            file: origin.to_string(),
+            offset,
+        });
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| PolicyError::NotUtf8 {
+        file: origin.to_string(),
+        offset: e.valid_up_to(),
+    })?;
+    load_str(text, origin)
+}
+
+/// Parse and validate a policy from YAML text; `origin` names the source in errors.
 pub fn load_str(text: &str, origin: &str) -> Result<ShiftPolicy, PolicyError> {
-    let de = serde_yaml::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| PolicyError::Invalid {
-        origin: origin.to_string(),
-        message: format!("{}: {}", e.path(), e.inner()),
+    let policy = parse_str(text, origin)?;
+    if let Err(mut errors) = validate(&policy) {
+        for error in errors.iter_mut().take(MAX_LOCATED_ERRORS) {
+            error.line = locate(text, &error.path);
+        }
+        return Err(PolicyError::Invalid {
+            file: origin.to_string(),
+            errors,
+        });
+    }
+    Ok(policy)
+}
+
+/// Parse without the semantic checks of `validate` (the daemon validates objects from the API
+/// server separately; tests use it to build invalid policies).
+pub fn parse_str(text: &str, origin: &str) -> Result<ShiftPolicy, PolicyError> {
+    let file = || origin.to_string();
+    if text.len() > MAX_FILE_BYTES {
+        return Err(PolicyError::TooLarge { file: file() });
+    }
+    if let Some(offset) = text.bytes().position(|b| b == 0) {
+        return Err(PolicyError::Binary {
+            file: file(),
+            offset,
+        });
+    }
+
+    // Pass 1: find the one non-empty document, within the node and depth budget.
+    let mut documents = 0;
+    let mut chosen: Option<(usize, Scan)> = None;
+    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let scan = Scanner::scan(document).map_err(|e| syntax_error(origin, &e))?;
+        if scan.null {
+            continue;
+        }
+        documents += 1;
+        if chosen.is_none() {
+            chosen = Some((index, scan));
+        }
+        if index > 1_000 {
+            break; // a stream of empty documents: counted enough to say it is wrong
+        }
+    }
+    let Some((index, scan)) = chosen else {
+        return Err(PolicyError::Empty { file: file() });
+    };
+    if documents > 1 {
+        return Err(PolicyError::MultipleDocuments {
+            file: file(),
+            count: documents,
+        });
+    }
+    check_envelope(text, &scan, origin)?;
+
+    // Pass 2: the typed deserialization.
+    let Some(document) = serde_yaml::Deserializer::from_str(text).nth(index) else {
+        return Err(PolicyError::Empty { file: file() });
+    };
+    serde_path_to_error::deserialize::<_, ShiftPolicy>(document).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let line = inner.location().map(|l| l.line());
+        PolicyError::Field {
+            file: file(),
+            message: clean_message(&inner.to_string()),
+            path,
+            line,
+        }
     })
+}
+
+fn check_envelope(text: &str, scan: &Scan, origin: &str) -> Result<(), PolicyError> {
+    let field = |path: &str, message: String| PolicyError::Field {
+        file: origin.to_string(),
+        path: path.to_string(),
+        line: locate(text, path),
+        message,
+    };
+    if !scan.mapping {
+        return Err(PolicyError::Syntax {
+            file: origin.to_string(),
+            line: None,
+            message: format!(
+                "expected a mapping with apiVersion: {API_VERSION}, kind: {KIND}, metadata and spec"
+            ),
+        });
+    }
+    match scan.api_version.as_deref() {
+        Some(API_VERSION) => {}
+        Some(other) => {
+            return Err(field(
+                "apiVersion",
+                format!("is {other:?}; expected {API_VERSION:?}"),
+            ));
+        }
+        None => {
+            return Err(field(
+                "apiVersion",
+                format!("missing; expected {API_VERSION:?}"),
+            ));
+        }
+    }
+    match scan.kind.as_deref() {
+        Some(KIND) => {}
+        Some(other) => return Err(field("kind", format!("is {other:?}; expected {KIND:?}"))),
+        None => return Err(field("kind", format!("missing; expected {KIND:?}"))),
+    }
+    // The generated root type ignores unknown keys; a misspelt `spec` must not go unnoticed.
+    if let Some(unknown) = scan
+        .top_level_keys
+        .iter()
+        .find(|k| !TOP_LEVEL_FIELDS.contains(&k.as_str()))
+    {
+        return Err(field(
+            unknown,
+            format!(
+                "unknown field `{unknown}`, expected one of {}",
+                TOP_LEVEL_FIELDS.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn syntax_error(origin: &str, e: &serde_yaml::Error) -> PolicyError {
+    PolicyError::Syntax {
+        file: origin.to_string(),
+        line: e.location().map(|l| l.line()),
+        message: clean_message(&e.to_string()),
+    }
+}
+
+/// serde_yaml's messages repeat the path and end with ` at line L column C`; the error already
+/// carries both, so say each once.
+fn clean_message(message: &str) -> String {
+    let mut message = message;
+    if let Some(at) = message.rfind(" at line ") {
+        let tail = &message[at + " at line ".len()..];
+        if tail
+            .split(" column ")
+            .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            message = &message[..at];
+        }
+    }
+    // serde_yaml's own path of the node (not always the field's): drop it, the error names
+    // the field already.
+    if let Some((head, rest)) = message.split_once(": ")
+        && !head.is_empty()
+        && head
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-[]".contains(&b))
+        && head.contains(['.', '['])
+            | ["spec", "metadata", "status", "apiVersion", "kind"].contains(&head)
+    {
+        message = rest;
+    }
+    message.to_string()
+}
+
+/// What pass 1 learns about a document.
+#[derive(Debug, Default)]
+struct Scan {
+    null: bool,
+    mapping: bool,
+    api_version: Option<String>,
+    kind: Option<String>,
+    top_level_keys: Vec<String>,
+}
+
+struct Scanner<'s> {
+    nodes: &'s mut usize,
+    depth: usize,
+}
+
+impl Scanner<'_> {
+    fn scan(document: serde_yaml::Deserializer<'_>) -> Result<Scan, serde_yaml::Error> {
+        let mut nodes = 0;
+        document.deserialize_any(TopVisitor {
+            scanner: Scanner {
+                nodes: &mut nodes,
+                depth: 0,
+            },
+        })
+    }
+
+    fn count<E: de::Error>(&mut self) -> Result<(), E> {
+        *self.nodes += 1;
+        if *self.nodes > MAX_NODES {
+            return Err(E::custom(format_args!(
+                "more than {MAX_NODES} YAML values after expanding aliases \
+                 (an alias bomb?); a policy needs far fewer"
+            )));
+        }
+        Ok(())
+    }
+
+    fn child(&mut self) -> Scanner<'_> {
+        Scanner {
+            nodes: self.nodes,
+            depth: self.depth + 1,
+        }
+    }
+
+    fn enter<E: de::Error>(&mut self) -> Result<(), E> {
+        self.count()?;
+        if self.depth >= MAX_DEPTH {
+            return Err(E::custom(format_args!(
+                "nested deeper than {MAX_DEPTH} levels; a policy needs far fewer"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The root: records apiVersion, kind and the top-level keys, and scans the rest.
+struct TopVisitor<'s> {
+    scanner: Scanner<'s>,
+}
+
+impl<'de> Visitor<'de> for TopVisitor<'_> {
+    type Value = Scan;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a ShiftPolicy mapping")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Scan, E> {
+        Ok(Scan {
+            null: true,
+            ..Scan::default()
+        })
+    }
+
+    /// An empty document.
+    fn visit_none<E: de::Error>(self) -> Result<Scan, E> {
+        self.visit_unit()
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Scan, A::Error> {
+        self.scanner.enter::<A::Error>()?;
+        let mut scan = Scan {
+            mapping: true,
+            ..Scan::default()
+        };
+        while let Some(key) = map.next_key_seed(KeySeed {
+            scanner: self.scanner.child(),
+        })? {
+            match key.as_deref() {
+                Some("apiVersion") => scan.api_version = map.next_value_seed(ScalarText)?,
+                Some("kind") => scan.kind = map.next_value_seed(ScalarText)?,
+                _ => map.next_value_seed(self.scanner.child())?,
+            }
+            if scan.top_level_keys.len() < 100 {
+                scan.top_level_keys
+                    .push(key.unwrap_or_else(|| "<non-string key>".into()));
+            }
+        }
+        Ok(scan)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, seq: A) -> Result<Scan, A::Error> {
+        self.scanner.child().visit_seq(seq)?;
+        Ok(Scan::default())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Scan, E> {
+        Ok(Scan::default())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Scan, E> {
+        Ok(Scan::default())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Scan, E> {
+        Ok(Scan::default())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Scan, E> {
+        Ok(Scan::default())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Scan, E> {
+        Ok(Scan::default())
+    }
+    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<Scan, A::Error> {
+        self.scanner.visit_enum(data)?;
+        Ok(Scan::default())
+    }
+}
+
+/// A mapping key: a string, or any other value (scanned and counted).
+struct KeySeed<'s> {
+    scanner: Scanner<'s>,
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Option<String>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = Option<String>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E: de::Error>(mut self, v: &str) -> Result<Self::Value, E> {
+        self.scanner.count()?;
+        Ok(Some(v.to_string()))
+    }
+    fn visit_bool<E: de::Error>(mut self, _: bool) -> Result<Self::Value, E> {
+        self.scanner.count()?;
+        Ok(None)
+    }
+    fn visit_i64<E: de::Error>(mut self, _: i64) -> Result<Self::Value, E> {
+        self.scanner.count()?;
+        Ok(None)
+    }
+    fn visit_u64<E: de::Error>(mut self, _: u64) -> Result<Self::Value, E> {
+        self.scanner.count()?;
+        Ok(None)
+    }
+    fn visit_f64<E: de::Error>(mut self, _: f64) -> Result<Self::Value, E> {
+        self.scanner.count()?;
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(mut self) -> Result<Self::Value, E> {
+        self.scanner.count()?;
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        self.scanner.visit_map(map)?;
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        self.scanner.visit_seq(seq)?;
+        Ok(None)
+    }
+    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<Self::Value, A::Error> {
+        self.scanner.visit_enum(data)?;
+        Ok(None)
+    }
+}
+
+/// The text of a scalar (`apiVersion`, `kind`); other shapes read as "not the expected text".
+struct ScalarText;
+
+impl<'de> DeserializeSeed<'de> for ScalarText {
+    type Value = Option<String>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ScalarText {
+    type Value = Option<String>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(v.chars().take(200).collect()))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Some(v.to_string()))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Some(v.to_string()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Some(v.to_string()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Some(v.to_string()))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    // Collections are bounded by the scan that already ran over this document.
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Some("<a mapping>".into()))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Some("<a list>".into()))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Scanner<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Scanner<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+
+    fn visit_bool<E: de::Error>(mut self, _: bool) -> Result<(), E> {
+        self.count()
+    }
+    fn visit_i64<E: de::Error>(mut self, _: i64) -> Result<(), E> {
+        self.count()
+    }
+    fn visit_u64<E: de::Error>(mut self, _: u64) -> Result<(), E> {
+        self.count()
+    }
+    fn visit_f64<E: de::Error>(mut self, _: f64) -> Result<(), E> {
+        self.count()
+    }
+    fn visit_str<E: de::Error>(mut self, _: &str) -> Result<(), E> {
+        self.count()
+    }
+    fn visit_unit<E: de::Error>(mut self) -> Result<(), E> {
+        self.count()
+    }
+    fn visit_none<E: de::Error>(mut self) -> Result<(), E> {
+        self.count()
+    }
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_newtype_struct<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        self.enter::<A::Error>()?;
+        while seq.next_element_seed(self.child())?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        self.enter::<A::Error>()?;
+        while map.next_key_seed(self.child())?.is_some() {
+            map.next_value_seed(self.child())?;
+        }
+        Ok(())
+    }
+
+    /// Tagged values (`!foo bar`).
+    fn visit_enum<A: de::EnumAccess<'de>>(mut self, data: A) -> Result<(), A::Error> {
+        use de::VariantAccess as _;
+        self.count::<A::Error>()?;
+        let ((), variant) = data.variant_seed(self.child())?;
+        variant.newtype_variant_seed(self.child())
+    }
+}
+
+/// One step of a field path such as `spec.online[1].replicas.max`.
+#[derive(Debug, PartialEq)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+fn parse_path(path: &str) -> Vec<Segment> {
+    let mut segments = Vec::new();
+    for part in path.split('.') {
+        let (key, mut rest) = match part.find('[') {
+            Some(i) => part.split_at(i),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            segments.push(Segment::Key(key.to_string()));
+        }
+        while let Some(close) = rest.find(']') {
+            if let Ok(index) = rest[1..close].parse() {
+                segments.push(Segment::Index(index));
+            }
+            rest = &rest[close + 1..];
+        }
+    }
+    segments
+}
+
+/// The 1-based line of the deepest existing node on `path`, found by walking the document and
+/// raising an error there (serde_yaml marks errors with the position of the current node).
+pub fn locate(text: &str, path: &str) -> Option<usize> {
+    const HERE: &str = "\u{0}located";
+    let segments = parse_path(path);
+    for document in serde_yaml::Deserializer::from_str(text) {
+        let seed = Locate {
+            segments: &segments,
+            here: HERE,
+            root: true,
+        };
+        if let Err(e) = seed.deserialize(document)
+            && e.to_string().contains(HERE)
+        {
+            return e.location().map(|l| l.line());
+        }
+    }
+    None
+}
+
+struct Locate<'p> {
+    segments: &'p [Segment],
+    here: &'static str,
+    /// An empty document at the root is skipped, not located.
+    root: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for Locate<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Locate<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        if let Some((Segment::Key(wanted), rest)) = self.segments.split_first() {
+            while let Some(key) = map.next_key::<KeyText>()? {
+                if key.0.as_deref() == Some(wanted.as_str()) {
+                    return map.next_value_seed(Locate {
+                        segments: rest,
+                        here: self.here,
+                        root: false,
+                    });
+                }
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Err(de::Error::custom(self.here))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if let Some((Segment::Index(wanted), rest)) = self.segments.split_first() {
+            let mut index = 0;
+            loop {
+                if index == *wanted {
+                    return match seq.next_element_seed(Locate {
+                        segments: rest,
+                        here: self.here,
+                        root: false,
+                    })? {
+                        Some(()) => Ok(()),
+                        None => Err(de::Error::custom(self.here)),
+                    };
+                }
+                if seq.next_element::<IgnoredAny>()?.is_none() {
+                    break;
+                }
+                index += 1;
+            }
+        }
+        Err(de::Error::custom(self.here))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Err(E::custom(self.here))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Err(E::custom(self.here))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Err(E::custom(self.here))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Err(E::custom(self.here))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Err(E::custom(self.here))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        if self.root {
+            return Ok(());
+        }
+        Err(E::custom(self.here))
+    }
+}
+
+struct KeyText(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for KeyText {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(KeyText(ScalarText.deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+apiVersion: tideshift.io/v1alpha1
+kind: ShiftPolicy
+metadata: {name: shop, namespace: payments}
+spec:
+  capacity: {cpu: "32"}
+  online:
+    - name: web
+      target: {kind: Deployment, name: web}
+      demand: {query: 'sum(rate(http_requests_total[1m]))'}
+      perReplica: 100
+      replicas: {min: 2, max: 40}
+"#;
+
+    fn err(text: &str) -> String {
+        match load_str(text, "p.yaml") {
+            Ok(_) => panic!("expected an error for:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn good_policy_loads() {
+        let policy = load_str(GOOD, "p.yaml").unwrap();
+        assert_eq!(policy.spec.online[0].name, "web");
+        assert_eq!(policy.spec.online[0].replicas.max, 40);
+    }
+
+    #[test]
+    fn leading_and_trailing_document_markers_are_one_document() {
+        let text = format!("---\n{GOOD}\n---\n");
+        assert!(load_str(&text, "p.yaml").is_ok());
+    }
+
+    #[test]
+    fn type_errors_name_path_and_line() {
+        let text = GOOD.replace("max: 40", "max: -3");
+        let message = err(&text);
+        assert!(
+            message.starts_with("p.yaml:12: spec.online[0].replicas.max: "),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let message = err(&GOOD.replace("perReplica", "perReplicas"));
+        assert!(message.contains("unknown field `perReplicas`"), "{message}");
+        let message = err(&GOOD.replace("spec:", "sepc:"));
+        assert!(message.contains("sepc"), "{message}");
+    }
+
+    #[test]
+    fn envelope_errors() {
+        assert!(err(&GOOD.replace("kind: ShiftPolicy", "kind: Deployment")).contains("kind"));
+        let message = err(&GOOD.replace("tideshift.io/v1alpha1", "apps/v1"));
+        assert!(message.contains("p.yaml:2: apiVersion"), "{message}");
+        assert!(err("- 1\n- 2\n").contains("expected a mapping"));
+        assert!(err("just text").contains("expected a mapping"));
+    }
+
+    #[test]
+    fn empty_binary_and_multi_document_inputs() {
+        assert!(err("").contains("empty file"));
+        assert!(err("# only a comment\n\n").contains("empty file"));
+        assert!(err("---\n---\n").contains("empty file"));
+        assert!(err(&format!("{GOOD}\n---\n{GOOD}")).contains("2 YAML documents"));
+        let e = load_bytes(b"kind: \x00\x01", "b.bin").unwrap_err();
+        assert!(e.to_string().contains("binary data"), "{e}");
+        let e = load_bytes(b"kind: \xff\xfe", "b.bin").unwrap_err();
+        assert!(e.to_string().contains("not UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn alias_bomb_is_refused_quickly() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            let p = i - 1;
+            text.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        let started = std::time::Instant::now();
+        let message = err(&text);
+        assert!(started.elapsed().as_secs_f64() < 1.0);
+        assert!(
+            message.contains("alias") || message.contains("repetition limit"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let depth = 10_000;
+        let text = format!("spec: {}{}", "[".repeat(depth), "]".repeat(depth));
+        let message = err(&text);
+        assert!(message.contains("nested deeper"), "{message}");
+        let text = format!("spec:\n{}", {
+            let mut s = String::new();
+            for i in 0..200 {
+                s.push_str(&" ".repeat(i + 2));
+                s.push_str("k:\n");
+            }
+            s
+        });
+        assert!(err(&text).contains("nested deeper"));
+    }
+
+    #[test]
+    fn oversized_text_is_refused() {
+        let text = format!("{GOOD}#{}", "x".repeat(MAX_FILE_BYTES));
+        assert!(err(&text).contains("larger than"));
+    }
+
+    #[test]
+    fn paths_parse() {
+        assert_eq!(
+            parse_path("spec.online[1].replicas.max"),
+            vec![
+                Segment::Key("spec".into()),
+                Segment::Key("online".into()),
+                Segment::Index(1),
+                Segment::Key("replicas".into()),
+                Segment::Key("max".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn locate_finds_lines() {
+        assert_eq!(locate(GOOD, "spec.online[0].replicas.max"), Some(12));
+        assert_eq!(locate(GOOD, "spec.online[0].perReplica"), Some(11));
+        // A missing field points at its parent.
+        assert_eq!(
+            locate(GOOD, "spec.online[0].startup").map(|l| l >= 8),
+            Some(true)
+        );
+        assert_eq!(locate(GOOD, "spec.capacity.cpu"), Some(6));
+    }
+
+    #[test]
+    fn clean_message_strips_location_and_path() {
+        assert_eq!(
+            clean_message("spec.x: invalid value at line 3 column 7"),
+            "invalid value"
+        );
+        assert_eq!(clean_message("plain"), "plain");
+        assert_eq!(clean_message("spec: bad duration"), "bad duration");
+        assert_eq!(
+            clean_message("invalid type: string, expected u32"),
+            "invalid type: string, expected u32"
+        );
+    }
 }

@@ -8,6 +8,7 @@ pub mod units;
 pub mod validate;
 
 pub use events::EventWindow;
-pub use load::{PolicyError, load_file, load_str};
+pub use load::{PolicyError, load_bytes, load_file, load_str, parse_str};
 pub use spec::*;
 pub use units::{Cpu, Memory, PolicyDuration};
+pub use validate::{FieldError, validate};

@@ -26,24 +26,85 @@ impl PolicyDuration {
     }
 }
 
+/// Longest duration accepted anywhere in a policy; keeps arithmetic on durations far from
+/// overflow and catches typos such as `14000d`.
+pub const MAX_DURATION_SECS: u64 = 10 * 365 * 86_400;
+
 impl std::str::FromStr for PolicyDuration {
     type Err = String;
+    /// The grammar is the CRD's `pattern` (Prometheus style: `1h30m`, `500ms`, `14d`), not
+    /// humantime's looser one, so a file that passes `tideshift check` also passes
+    /// `kubectl apply`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        if s.is_empty() {
-            return Err("empty duration".into());
+        let hint = "write it like 15s, 5m, 1h30m or 14d (units ms, s, m, h, d, w)";
+        let text = s.trim();
+        if text.is_empty() {
+            return Err(format!("empty duration; {hint}"));
         }
-        humantime::parse_duration(s)
-            .map(PolicyDuration)
-            .map_err(|e| {
-                format!("invalid duration {s:?} ({e}); write it like 15s, 5m, 1h30m or 14d")
-            })
+        let mut total_ns: u128 = 0;
+        let mut rest = text;
+        while !rest.is_empty() {
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            if digits == 0 || digits > 12 {
+                return Err(format!("invalid duration {text:?}; {hint}"));
+            }
+            let amount: u128 = rest[..digits]
+                .parse()
+                .map_err(|_| format!("invalid duration {text:?}; {hint}"))?;
+            rest = &rest[digits..];
+            let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+            let unit_ns: u128 = match &rest[..unit_len] {
+                "ns" => 1,
+                "us" => 1_000,
+                "ms" => 1_000_000,
+                "s" => 1_000_000_000,
+                "m" => 60 * 1_000_000_000,
+                "h" => 3_600 * 1_000_000_000,
+                "d" => 86_400 * 1_000_000_000,
+                "w" => 7 * 86_400 * 1_000_000_000,
+                "" => return Err(format!("duration {text:?} has no unit; {hint}")),
+                other => {
+                    return Err(format!(
+                        "duration {text:?} has an unknown unit {other:?}; {hint}"
+                    ));
+                }
+            };
+            rest = &rest[unit_len..];
+            total_ns = total_ns.saturating_add(amount.saturating_mul(unit_ns));
+        }
+        if total_ns > u128::from(MAX_DURATION_SECS) * 1_000_000_000 {
+            return Err(format!("duration {text:?} is longer than 10 years; {hint}"));
+        }
+        let secs = (total_ns / 1_000_000_000) as u64;
+        let nanos = (total_ns % 1_000_000_000) as u32;
+        Ok(PolicyDuration(Duration::new(secs, nanos)))
     }
 }
 
 impl fmt::Display for PolicyDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
+        // Same grammar as the parser, so a serialized policy reads back unchanged.
+        let total_ns = self.0.as_nanos();
+        if total_ns == 0 {
+            return f.write_str("0s");
+        }
+        let mut rest = total_ns;
+        for (unit, ns) in [
+            ("d", 86_400_000_000_000u128),
+            ("h", 3_600_000_000_000),
+            ("m", 60_000_000_000),
+            ("s", 1_000_000_000),
+            ("ms", 1_000_000),
+            ("us", 1_000),
+            ("ns", 1),
+        ] {
+            let amount = rest / ns;
+            if amount > 0 {
+                write!(f, "{amount}{unit}")?;
+                rest -= amount * ns;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -67,7 +128,8 @@ impl JsonSchema for PolicyDuration {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "string",
-            "pattern": "^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h|d|w)\\s*)+$",
+            "pattern": "^([0-9]+(ns|us|ms|s|m|h|d|w))+$",
+            "maxLength": 64,
             "description": "A duration such as 15s, 5m, 1h30m or 14d."
         })
     }
@@ -196,6 +258,20 @@ mod tests {
         assert!("fast".parse::<PolicyDuration>().is_err());
         assert!("".parse::<PolicyDuration>().is_err());
         assert!("-5s".parse::<PolicyDuration>().is_err());
+        assert!("5".parse::<PolicyDuration>().is_err());
+        assert!("5min".parse::<PolicyDuration>().is_err());
+        assert!("1.5h".parse::<PolicyDuration>().is_err());
+        assert!("99999999999999999999d".parse::<PolicyDuration>().is_err());
+        assert!("4000w".parse::<PolicyDuration>().is_err());
+        assert_eq!(
+            "500ms".parse::<PolicyDuration>().unwrap().0.as_millis(),
+            500
+        );
+        assert_eq!("0s".parse::<PolicyDuration>().unwrap().as_secs(), 0);
+        for text in ["14d", "1h30m", "1d2h3m4s5ms", "0s", "15s"] {
+            let parsed: PolicyDuration = text.parse().unwrap();
+            assert_eq!(parsed.to_string(), text);
+        }
     }
 
     #[test]

@@ -1,0 +1,29 @@
+# syntax=docker/dockerfile:1
+# The image charts/tideshift runs. Two stages: a Rust toolchain builds the release binary, and
+# a distroless runtime (glibc, CA certificates, no shell, no package manager) carries only it.
+# The builder is Debian 12 (bookworm) like the runtime, so the binary's glibc matches.
+#
+#   docker build -t tideshift/tideshift:0.1.0 .
+#
+# tests/chart/run executes the `cargo build` command below verbatim (no Docker engine runs in the
+# project's CI), so the binary this image ships is the one the tests build.
+
+ARG RUST_VERSION=1.95
+FROM rust:${RUST_VERSION}-bookworm AS builder
+WORKDIR /src
+COPY . .
+# BuildKit cache mounts keep the registry and compiled dependencies between builds, so only
+# the crate itself recompiles when the sources change.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin tideshift \
+    && install -D -m 0555 target/release/tideshift /out/tideshift
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+# 65532 is distroless's `nonroot`; the chart's securityContext runs as the same UID, with a
+# read-only root filesystem: the daemon writes nothing to disk.
+COPY --from=builder /out/tideshift /usr/local/bin/tideshift
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/tideshift"]
+CMD ["run"]

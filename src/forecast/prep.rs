@@ -1,0 +1,79 @@
+//! Shared helpers for the forecasters: cleaning a demand series and quantiles.
+
+/// Demand is a rate: negative values can only come from counter resets or broken scrapes,
+/// so they are treated as gaps rather than as information.
+pub fn clean_value(v: f64) -> f64 {
+    if v.is_finite() && v >= 0.0 {
+        v
+    } else {
+        f64::NAN
+    }
+}
+
+/// Quantile of already sorted finite values, linear interpolation between order statistics.
+/// `None` when there are no values.
+pub fn quantile_sorted(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let q = q.clamp(0.0, 1.0);
+    let pos = q * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    let frac = pos - lo as f64;
+    Some(sorted[lo] + (sorted[hi] - sorted[lo]) * frac)
+}
+
+/// Sorts finite values in place and drops the others.
+pub fn sorted_finite(mut values: Vec<f64>) -> Vec<f64> {
+    values.retain(|v| v.is_finite());
+    values.sort_by(f64::total_cmp);
+    values
+}
+
+/// Median of finite values; `None` when there are none.
+pub fn median(values: &[f64]) -> Option<f64> {
+    quantile_sorted(&sorted_finite(values.to_vec()), 0.5)
+}
+
+/// Checks the band quantile asked of a model: the upper band is at `q`, the lower at `1 - q`.
+pub fn check_quantile(q: f64) -> Result<(), super::ForecastError> {
+    if q.is_finite() && q > 0.5 && q < 1.0 {
+        Ok(())
+    } else {
+        Err(super::ForecastError::InvalidRequest(format!(
+            "band quantile must be in (0.5, 1), got {q}"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantile_interpolates_between_order_statistics() {
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(quantile_sorted(&v, 0.5), Some(3.0));
+        assert_eq!(quantile_sorted(&v, 0.0), Some(1.0));
+        assert_eq!(quantile_sorted(&v, 1.0), Some(5.0));
+        assert_eq!(quantile_sorted(&v, 0.125), Some(1.5));
+        assert_eq!(quantile_sorted(&[], 0.5), None);
+    }
+
+    #[test]
+    fn negative_and_nan_values_become_gaps() {
+        assert!(clean_value(-3.0).is_nan());
+        assert!(clean_value(f64::INFINITY).is_nan());
+        assert_eq!(clean_value(0.0), 0.0);
+        assert_eq!(median(&[f64::NAN, 3.0, 1.0, 2.0]), Some(2.0));
+    }
+
+    #[test]
+    fn quantile_outside_the_open_interval_is_refused() {
+        assert!(check_quantile(0.95).is_ok());
+        assert!(check_quantile(0.5).is_err());
+        assert!(check_quantile(1.0).is_err());
+        assert!(check_quantile(f64::NAN).is_err());
+    }
+}

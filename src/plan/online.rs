@@ -1,0 +1,361 @@
+//! Online need: the replicas the forecast band (or, failing that, the last plan and the
+//! observed demand) calls for, and the scale-down guardrails applied to it.
+
+use std::fmt::Write as _;
+
+use super::guardrails::{scale_down_allowance, stabilize};
+use super::{OnlineMemory, OnlineState, Resources, secs};
+use crate::forecast::Forecast;
+use crate::policy::{MissingMetrics, OnlineWorkload};
+
+/// Seconds added to each workload's lead time on top of `startup` and `interval`: the write to
+/// the API server, scheduling, and batch pods leaving before online pods can start. A
+/// workload whose batch neighbours take longer to terminate should add that to `startup`.
+pub const ACTUATION_ALLOWANCE_SECS: i64 = 15;
+
+/// Float slack so that a demand of exactly `k * perReplica / (1 + headroom)` needs `k`
+/// replicas, not `k + 1` because of rounding.
+const NEED_SLACK: f64 = 1e-9;
+
+/// Replicas that serve `demand` with `headroom` at `per_replica` each. Unusable demand (NaN,
+/// negative) needs nothing; an unusable `per_replica` needs everything (`u32::MAX`, which the
+/// caller clamps to the workload's max), the safe side for a latency-critical service.
+pub fn replicas_for(demand: f64, per_replica: f64, headroom: f64) -> u32 {
+    if demand.is_nan() || demand <= 0.0 {
+        return 0;
+    }
+    if per_replica.is_nan() || per_replica <= 0.0 {
+        return u32::MAX;
+    }
+    let headroom = if headroom.is_finite() && headroom > 0.0 {
+        headroom
+    } else {
+        0.0
+    };
+    let replicas = (demand * (1.0 + headroom) / per_replica - NEED_SLACK).ceil();
+    if replicas >= f64::from(u32::MAX) {
+        u32::MAX
+    } else if replicas <= 0.0 {
+        0
+    } else {
+        replicas as u32
+    }
+}
+
+/// The highest finite upper-band value among the forecast steps that overlap
+/// `[now, now + lead]`, with the time of its step (the earliest on ties). `None` when no step
+/// overlaps the window with a usable value: a stale, empty or all-NaN forecast is missing
+/// data, not zero demand.
+pub(crate) fn window_peak(forecast: &Forecast, now: i64, lead: i64) -> Option<(f64, i64)> {
+    if forecast.step <= 0 {
+        return None;
+    }
+    let end = now.saturating_add(lead);
+    let mut best: Option<(f64, i64)> = None;
+    for (i, &value) in forecast.upper.iter().enumerate() {
+        let at = forecast
+            .start
+            .saturating_add(forecast.step.saturating_mul(i as i64));
+        if at.saturating_add(forecast.step) <= now {
+            continue;
+        }
+        if at > end {
+            break;
+        }
+        if !value.is_finite() {
+            continue;
+        }
+        let value = value.max(0.0);
+        if best.is_none_or(|(b, _)| value > b) {
+            best = Some((value, at));
+        }
+    }
+    best
+}
+
+/// What the whole cycle shares.
+pub(crate) struct Context {
+    pub now: i64,
+    pub interval: i64,
+    pub elapsed: i64,
+    pub stabilization: i64,
+    pub max_percent_per_minute: f64,
+    pub on_missing: MissingMetrics,
+}
+
+/// Why an online workload's `want` is what it is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Why {
+    Forecast { demand: f64, at: i64 },
+    Observed { demand: f64 },
+    Stabilization { held: u32 },
+    ScaleDownRate { allowance: u32 },
+    Hold { observed: Option<f64> },
+    Reactive { observed: Option<f64> },
+}
+
+/// One online workload's need and guardrailed want, before the capacity split.
+pub(crate) struct Decision<'a> {
+    pub name: String,
+    pub now: i64,
+    pub current: u32,
+    pub pod: Resources,
+    pub priority: i32,
+    pub min: u32,
+    pub max: u32,
+    pub per_replica: f64,
+    pub headroom: f64,
+    /// The forecast when it was usable this cycle.
+    pub forecast: Option<&'a Forecast>,
+    /// Demand needs this many (within min/max); with missing data, the held value.
+    pub need: u32,
+    /// The need before min/max, to say when max caps it.
+    pub raw_need: u32,
+    /// After the scale-down guardrails, within min/max.
+    pub want: u32,
+    /// The demand planned for (forecast window peak or observed), for shortfall reporting.
+    pub demand: Option<f64>,
+    pub why: Why,
+    pub stabilization: i64,
+    pub max_percent_per_minute: f64,
+}
+
+pub(crate) fn decide<'a>(
+    workload: &OnlineWorkload,
+    state: &'a OnlineState,
+    memory: Option<&OnlineMemory>,
+    ctx: &Context,
+) -> (Decision<'a>, OnlineMemory) {
+    let min = workload.replicas.min;
+    let max = workload.replicas.max.max(min);
+    let lead = secs(workload.startup)
+        .saturating_add(ctx.interval)
+        .saturating_add(ACTUATION_ALLOWANCE_SECS);
+    let replicas = |demand: f64| replicas_for(demand, workload.per_replica, workload.headroom);
+    let observed = state.observed_demand.filter(|d| d.is_finite() && *d >= 0.0);
+    let observed_need = observed.map_or(0, replicas);
+    let last = memory.map(|m| m.desired);
+    let base = last.unwrap_or(state.current);
+    // With no memory (first cycle, or after a restart) the current replicas count as a
+    // recommendation made now, so a restart never scales online down before a full window.
+    let mut window = match memory {
+        Some(m) => m.window.clone(),
+        None => vec![(ctx.now, state.current.clamp(min, max))],
+    };
+
+    let usable = state
+        .forecast
+        .as_ref()
+        .and_then(|f| window_peak(f, ctx.now, lead).map(|peak| (f, peak)));
+
+    let (forecast, raw_need, need, want, demand, why) = match usable {
+        Some((forecast, (peak, at))) => {
+            let forecast_need = replicas(peak);
+            let (raw_need, demand, source) = if observed_need > forecast_need {
+                let demand = observed.unwrap_or(peak);
+                (observed_need, demand, Why::Observed { demand })
+            } else {
+                (forecast_need, peak, Why::Forecast { demand: peak, at })
+            };
+            let need = raw_need.clamp(min, max);
+            let stabilized = stabilize(&mut window, ctx.now, need, ctx.stabilization);
+            // The HPA's rule: keep the base unless the need is above it (scale up at once)
+            // or the whole window is below it (scale down, at the allowed rate).
+            let (want, why) = if base <= need {
+                (need, source)
+            } else if base <= stabilized {
+                (base, Why::Stabilization { held: stabilized })
+            } else {
+                let allowance = scale_down_allowance(base, ctx.max_percent_per_minute, ctx.elapsed);
+                let rate_floor = base.saturating_sub(allowance);
+                if rate_floor > stabilized {
+                    (rate_floor, Why::ScaleDownRate { allowance })
+                } else if stabilized > need {
+                    (stabilized, Why::Stabilization { held: stabilized })
+                } else {
+                    (need, source)
+                }
+            };
+            (
+                Some(forecast),
+                raw_need,
+                need,
+                want.clamp(min, max),
+                Some(demand),
+                why,
+            )
+        }
+        None => {
+            let (held, why) = match ctx.on_missing {
+                MissingMetrics::Hold => {
+                    (last.unwrap_or(0).max(state.current), Why::Hold { observed })
+                }
+                MissingMetrics::Reactive => (base, Why::Reactive { observed }),
+            };
+            let want = held.max(observed_need).clamp(min, max);
+            // Recorded so that, when the forecast is back, the held level is given up only
+            // after a full stabilization window.
+            stabilize(&mut window, ctx.now, want, ctx.stabilization);
+            (None, want, want, want, observed, why)
+        }
+    };
+
+    let decision = Decision {
+        name: workload.name.clone(),
+        now: ctx.now,
+        current: state.current,
+        pod: state.pod,
+        priority: workload.priority,
+        min,
+        max,
+        per_replica: workload.per_replica,
+        headroom: workload.headroom,
+        forecast,
+        need,
+        raw_need,
+        want,
+        demand,
+        why,
+        stabilization: ctx.stabilization,
+        max_percent_per_minute: ctx.max_percent_per_minute,
+    };
+    let remembered = OnlineMemory {
+        name: workload.name.clone(),
+        desired: want,
+        window,
+    };
+    (decision, remembered)
+}
+
+impl Decision<'_> {
+    /// One line for status, Events and logs.
+    pub(crate) fn reason(&self, granted: u32) -> String {
+        let mut s = String::with_capacity(96);
+        let per = self.per_replica;
+        let headroom = self.headroom * 100.0;
+        // Writing to a String cannot fail.
+        let _ = match self.why {
+            Why::Forecast { demand, at } => write!(
+                s,
+                "forecast {demand:.1} ({}) needs {} at {per} per replica with {headroom:.0}% headroom",
+                when(at, self.now),
+                self.raw_need,
+            ),
+            Why::Observed { demand } => write!(
+                s,
+                "observed demand {demand:.1} (above the forecast) needs {}",
+                self.raw_need
+            ),
+            Why::Stabilization { held } => write!(
+                s,
+                "kept at {}: the highest need of the last {}s is {held} (need now {})",
+                self.want, self.stabilization, self.need
+            ),
+            Why::ScaleDownRate { allowance } => write!(
+                s,
+                "scaling down by at most {allowance} ({}%/min) toward need {}",
+                self.max_percent_per_minute, self.need
+            ),
+            Why::Hold { observed } => {
+                let r = write!(
+                    s,
+                    "demand forecast missing: holding {} (onMissingMetrics: hold)",
+                    self.want
+                );
+                if let Some(d) = observed {
+                    let _ = write!(s, ", observed {d:.1}");
+                }
+                r
+            }
+            Why::Reactive { observed } => match observed {
+                Some(d) => write!(
+                    s,
+                    "demand forecast missing: {} from observed demand {d:.1}, not below the last plan (onMissingMetrics: reactive)",
+                    self.want
+                ),
+                None => write!(
+                    s,
+                    "demand and forecast missing: holding {} (onMissingMetrics: reactive)",
+                    self.want
+                ),
+            },
+        };
+        if self.raw_need > self.max {
+            let _ = write!(s, "; capped at max {}", self.max);
+        } else if self.raw_need < self.min && matches!(self.why, Why::Forecast { .. }) {
+            let _ = write!(s, "; raised to min {}", self.min);
+        }
+        if granted < self.want {
+            let _ = write!(
+                s,
+                "; capacity: {granted} of {} fit after higher-priority online",
+                self.want
+            );
+        }
+        s
+    }
+}
+
+/// `at` as an offset from now.
+fn when(at: i64, now: i64) -> String {
+    let ahead = at.saturating_sub(now);
+    if ahead <= 0 {
+        "now".to_string()
+    } else if ahead < 120 {
+        format!("in {ahead}s")
+    } else {
+        format!("in {}m", ahead / 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forecast::ForecastMethod;
+
+    fn forecast(start: i64, step: i64, upper: &[f64]) -> Forecast {
+        Forecast {
+            start,
+            step,
+            point: upper.to_vec(),
+            lower: upper.to_vec(),
+            upper: upper.to_vec(),
+            quantile: 0.95,
+            method: ForecastMethod::Regression,
+        }
+    }
+
+    #[test]
+    fn need_is_ceil_of_demand_with_headroom() {
+        assert_eq!(replicas_for(1000.0, 250.0, 0.0), 4);
+        assert_eq!(replicas_for(1001.0, 250.0, 0.0), 5);
+        assert_eq!(replicas_for(1000.0, 250.0, 0.1), 5);
+        // 100 * 1.1 / 11 is 10.000000000000002 in floating point: still 10.
+        assert_eq!(replicas_for(100.0, 11.0, 0.1), 10);
+        assert_eq!(replicas_for(0.0, 250.0, 0.1), 0);
+        assert_eq!(replicas_for(f64::NAN, 250.0, 0.1), 0);
+        assert_eq!(replicas_for(10.0, 0.0, 0.1), u32::MAX);
+    }
+
+    #[test]
+    fn window_covers_now_to_lead() {
+        // Steps of 60 s from 0: [0,60) [60,120) [120,180) [180,240).
+        let f = forecast(0, 60, &[1.0, 5.0, 9.0, 20.0]);
+        // At 30 with a lead of 100 s: steps at 0, 60 and 120 overlap [30, 130].
+        assert_eq!(window_peak(&f, 30, 100), Some((9.0, 120)));
+        // At 61 with a lead of 50: steps 60 only ([61,111]).
+        assert_eq!(window_peak(&f, 61, 50), Some((5.0, 60)));
+        // Past the end of the forecast: missing.
+        assert_eq!(window_peak(&f, 240, 100), None);
+    }
+
+    #[test]
+    fn window_skips_nan_and_treats_all_nan_as_missing() {
+        let f = forecast(0, 60, &[f64::NAN, 3.0, f64::INFINITY]);
+        assert_eq!(window_peak(&f, 0, 200), Some((3.0, 60)));
+        let f = forecast(0, 60, &[f64::NAN, f64::NAN]);
+        assert_eq!(window_peak(&f, 0, 200), None);
+        let f = forecast(0, 0, &[1.0]);
+        assert_eq!(window_peak(&f, 0, 200), None);
+    }
+}

@@ -1,0 +1,320 @@
+//! Rule-by-rule tests of `plan()`.
+
+use super::testutil::*;
+use super::*;
+
+fn desired(plan: &Plan, name: &str) -> u32 {
+    plan.workload(name).expect("workload in plan").desired
+}
+
+#[test]
+fn online_need_is_the_upper_band_over_the_lead_window() {
+    let spec = spec();
+    let mut input = input(0, 100.0, (2, 0.0), (1, 0.0), (0, 0));
+    // Lead = startup 30 + interval 15 + allowance 15 = 60 s: steps at 0 and 60 count,
+    // the spike at 120 is beyond the lead.
+    input.online[0].forecast = Some(forecast(0, &[500.0, 1000.0, 9000.0]));
+    let (plan, _) = super::plan(&spec, &input, &PlanMemory::default());
+    assert_eq!(desired(&plan, "pay"), 10);
+    assert_eq!(plan.online[0].need, Some(10));
+}
+
+#[test]
+fn headroom_and_per_replica_set_the_need() {
+    let mut spec = spec();
+    spec.online[0].headroom = 0.25;
+    let input = input(0, 100.0, (2, 1000.0), (1, 0.0), (0, 0));
+    let (plan, _) = super::plan(&spec, &input, &PlanMemory::default());
+    assert_eq!(desired(&plan, "pay"), 13);
+}
+
+#[test]
+fn min_and_max_bound_the_need() {
+    let spec = spec();
+    let input = input(0, 200.0, (2, 100_000.0), (1, 0.0), (0, 0));
+    let (plan, _) = super::plan(&spec, &input, &PlanMemory::default());
+    assert_eq!(desired(&plan, "pay"), 80);
+    assert!(
+        plan.online[0].reason.contains("max 80"),
+        "{}",
+        plan.online[0].reason
+    );
+    assert_eq!(desired(&plan, "refund"), 1);
+}
+
+#[test]
+fn observed_demand_is_a_floor() {
+    let spec = spec();
+    let mut input = input(0, 100.0, (2, 300.0), (1, 0.0), (0, 0));
+    input.online[0].observed_demand = Some(1200.0);
+    let (plan, _) = super::plan(&spec, &input, &PlanMemory::default());
+    assert_eq!(desired(&plan, "pay"), 12);
+    assert!(plan.online[0].reason.contains("observed"));
+}
+
+#[test]
+fn scale_up_is_immediate() {
+    let spec = spec();
+    let (_, memory) = super::plan(
+        &spec,
+        &input(0, 100.0, (5, 500.0), (1, 0.0), (0, 0)),
+        &PlanMemory::default(),
+    );
+    let (plan, _) = super::plan(
+        &spec,
+        &input(15, 100.0, (5, 3000.0), (1, 0.0), (0, 0)),
+        &memory,
+    );
+    assert_eq!(desired(&plan, "pay"), 30);
+}
+
+#[test]
+fn scale_down_waits_for_the_stabilization_window_then_follows_the_rate() {
+    let spec = spec();
+    let mut memory = PlanMemory::default();
+    let mut current = 40;
+    let mut history = Vec::new();
+    // 40 replicas needed at t=0, then only 10.
+    for cycle in 0..60 {
+        let now = cycle * 15;
+        let demand = if cycle == 0 { 4000.0 } else { 1000.0 };
+        let (plan, next) = super::plan(
+            &spec,
+            &input(now, 100.0, (current, demand), (1, 0.0), (0, 0)),
+            &memory,
+        );
+        current = desired(&plan, "pay");
+        history.push((now, current));
+        memory = next;
+    }
+    // Held at 40 until the 40-recommendation is a full window (300 s) old.
+    for &(now, replicas) in &history {
+        if now < 300 {
+            assert_eq!(replicas, 40, "at {now}: {history:?}");
+        }
+    }
+    // Then down by 10%/min of the previous plan, at least 1 per cycle: 15 s -> floor(40 *
+    // 0.025) = 1 per cycle.
+    for pair in history.windows(2) {
+        let ((_, before), (_, after)) = (pair[0], pair[1]);
+        assert!(
+            after + scale_down_allowance(before, 10.0, 15) >= before,
+            "{history:?}"
+        );
+    }
+    assert_eq!(history.last().map(|h| h.1), Some(10));
+}
+
+#[test]
+fn first_plan_after_restart_does_not_scale_online_down() {
+    let spec = spec();
+    let (plan, _) = super::plan(
+        &spec,
+        &input(1000, 100.0, (30, 500.0), (1, 0.0), (0, 0)),
+        &PlanMemory::default(),
+    );
+    assert_eq!(desired(&plan, "pay"), 30);
+}
+
+#[test]
+fn missing_forecast_holds_and_never_scales_down() {
+    let spec = spec();
+    let (_, memory) = super::plan(
+        &spec,
+        &input(0, 100.0, (20, 2000.0), (1, 0.0), (0, 0)),
+        &PlanMemory::default(),
+    );
+    let mut input = input(15, 100.0, (18, 0.0), (1, 0.0), (0, 0));
+    input.online[0].forecast = None;
+    let (plan, _) = super::plan(&spec, &input, &memory);
+    assert_eq!(desired(&plan, "pay"), 20);
+    assert!(plan.online[0].reason.contains("hold"));
+    // Current above the last plan (someone scaled it up): hold keeps current.
+    input.online[0].current = 25;
+    let (plan, _) = super::plan(&spec, &input, &memory);
+    assert_eq!(desired(&plan, "pay"), 25);
+}
+
+#[test]
+fn missing_forecast_reactive_scales_up_on_observed_but_not_below_last_plan() {
+    let mut spec = spec();
+    spec.guardrails.on_missing_metrics = crate::policy::MissingMetrics::Reactive;
+    let (_, memory) = super::plan(
+        &spec,
+        &input(0, 100.0, (20, 2000.0), (1, 0.0), (0, 0)),
+        &PlanMemory::default(),
+    );
+    let mut input = input(15, 100.0, (20, 0.0), (1, 0.0), (0, 0));
+    input.online[0].forecast = None;
+    input.online[0].observed_demand = Some(500.0);
+    let (plan, _) = super::plan(&spec, &input, &memory);
+    assert_eq!(desired(&plan, "pay"), 20);
+    input.online[0].observed_demand = Some(3000.0);
+    let (plan, _) = super::plan(&spec, &input, &memory);
+    assert_eq!(desired(&plan, "pay"), 30);
+}
+
+#[test]
+fn stale_or_all_nan_forecast_counts_as_missing() {
+    let spec = spec();
+    let (_, memory) = super::plan(
+        &spec,
+        &input(0, 100.0, (20, 2000.0), (1, 0.0), (0, 0)),
+        &PlanMemory::default(),
+    );
+    let mut input = input(4000, 100.0, (20, 0.0), (1, 0.0), (0, 0));
+    input.online[0].forecast = Some(forecast(0, &[100.0; 10]));
+    let (plan, _) = super::plan(&spec, &input, &memory);
+    assert_eq!(desired(&plan, "pay"), 20);
+    input.online[0].forecast = Some(forecast(4000, &[f64::NAN; 10]));
+    let (plan, _) = super::plan(&spec, &input, &memory);
+    assert_eq!(desired(&plan, "pay"), 20);
+}
+
+#[test]
+fn offline_gets_what_online_leaves_by_weight() {
+    let spec = spec();
+    // 100 cores, pay needs 40, refund 10: 50 left, split 2:1.
+    let input = input(0, 100.0, (40, 4000.0), (10, 1000.0), (0, 0));
+    let (plan, _) = super::plan(&spec, &input, &PlanMemory::default());
+    assert_eq!(desired(&plan, "train") + desired(&plan, "report"), 50);
+    assert_eq!(desired(&plan, "train"), 33);
+    assert_eq!(desired(&plan, "report"), 17);
+}
+
+#[test]
+fn offline_shrinks_at_once_when_online_grows() {
+    let spec = spec();
+    let (plan, _) = super::plan(
+        &spec,
+        &input(0, 100.0, (10, 6000.0), (10, 1000.0), (53, 27)),
+        &PlanMemory::default(),
+    );
+    assert_eq!(desired(&plan, "pay"), 60);
+    assert_eq!(desired(&plan, "train") + desired(&plan, "report"), 30);
+}
+
+#[test]
+fn offline_does_not_grow_into_capacity_online_still_holds() {
+    let spec = spec();
+    let mut memory = PlanMemory::default();
+    // Online at 60 + 10 after a peak; need drops to 10 + 10.
+    let mut pay = 60;
+    for cycle in 0..80 {
+        let now = cycle * 15;
+        let demand = if cycle == 0 { 6000.0 } else { 1000.0 };
+        let (plan, next) = super::plan(
+            &spec,
+            &input(now, 100.0, (pay, demand), (10, 1000.0), (20, 10)),
+            &memory,
+        );
+        let batch = desired(&plan, "train") + desired(&plan, "report");
+        // Online holds max(current, desired) of pay.
+        let held = pay.max(desired(&plan, "pay")) + 10;
+        assert!(batch + held <= 100, "cycle {cycle}: {plan:#?}");
+        pay = desired(&plan, "pay");
+        memory = next;
+    }
+    assert_eq!(pay, 10);
+}
+
+#[test]
+fn priority_decides_who_is_short_and_the_plan_says_when() {
+    let spec = spec();
+    let mut input = input(0, 100.0, (2, 0.0), (1, 0.0), (10, 10));
+    // pay needs 70 from 5 minutes on; refund needs 50 throughout: 120 > 100.
+    let mut pay = vec![1000.0; 5];
+    pay.extend([7000.0; 20]);
+    input.online[0].forecast = Some(forecast(0, &pay));
+    input.online[1].forecast = Some(forecast(0, &[5000.0; 25]));
+    let (plan, _) = super::plan(&spec, &input, &PlanMemory::default());
+    // Now: pay 10, refund 50, batch 40.
+    assert_eq!(desired(&plan, "pay"), 10);
+    assert_eq!(desired(&plan, "refund"), 50);
+    assert_eq!(desired(&plan, "train") + desired(&plan, "report"), 40);
+    // Ahead: refund (lower priority) gets 30 at 300 s.
+    assert_eq!(
+        plan.shortfalls,
+        vec![ForecastShortfall {
+            workload: "refund".into(),
+            at: 300,
+            missing_replicas: 20,
+            unserved_demand: 2000.0,
+        }]
+    );
+    let peak = plan.next_peak.expect("peak");
+    assert_eq!(
+        (peak.workload.as_str(), peak.at, peak.replicas),
+        ("pay", 300, 70)
+    );
+}
+
+#[test]
+fn highest_priority_is_never_cut_and_lower_gets_the_rest_now() {
+    let spec = spec();
+    let input = input(0, 100.0, (2, 9000.0), (1, 5000.0), (30, 30));
+    let (plan, _) = super::plan(&spec, &input, &PlanMemory::default());
+    assert_eq!(desired(&plan, "pay"), 80);
+    assert_eq!(desired(&plan, "refund"), 20);
+    assert_eq!(desired(&plan, "train") + desired(&plan, "report"), 0);
+    assert!(plan.online[1].reason.contains("capacity"));
+    assert_eq!(plan.shortfalls[0].workload, "refund");
+    assert_eq!(plan.shortfalls[0].at, 0);
+}
+
+#[test]
+fn offline_min_yields_to_online_need() {
+    let mut spec = spec();
+    spec.offline[0].replicas.min = 20;
+    let input = input(0, 100.0, (2, 8000.0), (1, 1000.0), (20, 0));
+    let (plan, _) = super::plan(&spec, &input, &PlanMemory::default());
+    assert_eq!(desired(&plan, "train"), 10);
+    assert!(
+        plan.offline[0].reason.contains("yields"),
+        "{}",
+        plan.offline[0].reason
+    );
+}
+
+#[test]
+fn actions_shrink_batch_then_online_then_grow_online_then_batch() {
+    let plan = Plan {
+        now: 0,
+        online: vec![wp("a", 5, 10), wp("b", 10, 4)],
+        offline: vec![wp("x", 3, 7), wp("y", 9, 2)],
+        shortfalls: vec![],
+        next_peak: None,
+    };
+    let order: Vec<(&str, u32, u32)> = plan
+        .shrinks()
+        .chain(plan.grows())
+        .map(|a| (a.name, a.from, a.to))
+        .collect();
+    assert_eq!(
+        order,
+        vec![("y", 9, 2), ("b", 10, 4), ("a", 5, 10), ("x", 3, 7)]
+    );
+    assert!(!plan.is_steady());
+}
+
+fn wp(name: &str, current: u32, desired: u32) -> WorkloadPlan {
+    WorkloadPlan {
+        name: name.into(),
+        current,
+        desired,
+        reason: String::new(),
+        need: None,
+        peak: None,
+    }
+}
+
+#[test]
+fn same_input_same_plan() {
+    let spec = spec();
+    let input = input(0, 100.0, (10, 3333.0), (10, 1234.0), (5, 5));
+    let memory = PlanMemory::default();
+    assert_eq!(
+        super::plan(&spec, &input, &memory),
+        super::plan(&spec, &input, &memory)
+    );
+}

@@ -1,0 +1,820 @@
+//! Demand from the Prometheus HTTP API: `/api/v1/query_range` for history and `/api/v1/query`
+//! for the latest value.
+//!
+//! - Range queries are split into chunks of at most `max_points` points, because Prometheus
+//!   refuses more than 11,000 points per series in one query.
+//! - History is cached per (query, step): a cycle asks only for the points after the cached
+//!   ones (plus a few recent ones again, whose rate windows may have been incomplete).
+//! - `NaN`, `±Inf` and negative values become gaps (`NaN`): demand is a finite, non-negative
+//!   amount and anything else is unusable rather than a reason to scale.
+//! - A query that yields several series is an error naming the query: summing them would
+//!   silently double demand when a series is duplicated (a relabelling mistake, two scrapes),
+//!   so the controller holds and reports instead. Write the query with `sum(...)`.
+//! - Network errors, timeouts, HTTP 5xx and 429 are retried with exponential backoff; HTTP 4xx
+//!   (a bad query) is not.
+//! - The bearer token is read from its file on every request (projected tokens rotate) and is
+//!   never logged.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde::Deserialize;
+
+use super::{DemandSource, ParseError, Sample, SourceError, align_down, grid_len};
+use crate::forecast::Series;
+
+/// Prometheus's own limit is 11,000 points per series per query; stay clear of it.
+pub const DEFAULT_MAX_POINTS: usize = 10_000;
+
+/// Points at the end of the cached history fetched again each cycle: the newest points of a
+/// `rate()` may have been computed before the last scrape arrived.
+const REFETCH_POINTS: i64 = 3;
+
+#[derive(Clone, Debug)]
+pub struct PrometheusConfig {
+    /// Base URL, e.g. `http://prometheus:9090` (a path prefix is kept).
+    pub url: String,
+    pub token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    /// Per HTTP request; also sent to Prometheus as its query `timeout`.
+    pub timeout: Duration,
+    /// Attempts per request, including the first.
+    pub attempts: u32,
+    /// First retry delay; doubles per attempt.
+    pub backoff: Duration,
+    pub max_points: usize,
+}
+
+impl PrometheusConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            token_file: None,
+            ca_file: None,
+            timeout: Duration::from_secs(10),
+            attempts: 3,
+            backoff: Duration::from_millis(200),
+            max_points: DEFAULT_MAX_POINTS,
+        }
+    }
+}
+
+pub struct PrometheusSource {
+    http: reqwest::Client,
+    config: PrometheusConfig,
+    base: String,
+    cache: Mutex<HashMap<(String, i64), Series>>,
+}
+
+/// One series of a matrix result, with its labels and raw `(time, value)` points.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawSeries {
+    pub labels: BTreeMap<String, String>,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// One element of a vector result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawSample {
+    pub labels: BTreeMap<String, String>,
+    pub at: f64,
+    pub value: f64,
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    status: &'a str,
+    #[serde(default, rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    data: Option<Data>,
+}
+
+#[derive(Deserialize)]
+struct Data {
+    #[serde(rename = "resultType")]
+    result_type: String,
+    #[serde(default)]
+    result: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct MatrixEntry {
+    #[serde(default)]
+    metric: BTreeMap<String, String>,
+    #[serde(default)]
+    values: Vec<(f64, String)>,
+}
+
+#[derive(Deserialize)]
+struct VectorEntry {
+    #[serde(default)]
+    metric: BTreeMap<String, String>,
+    value: (f64, String),
+}
+
+fn parse_envelope(body: &[u8], expected: &str) -> Result<serde_json::Value, ParseError> {
+    let envelope: Envelope =
+        serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
+    if envelope.status != "success" {
+        return Err(ParseError::NotSuccess {
+            status: envelope.status.to_string(),
+            error_type: envelope.error_type.unwrap_or_default(),
+            message: envelope.error.unwrap_or_default(),
+        });
+    }
+    let data = envelope
+        .data
+        .ok_or_else(|| ParseError::Json("missing field `data`".into()))?;
+    if data.result_type != expected {
+        return Err(ParseError::ResultType {
+            expected: expected.into(),
+            got: data.result_type,
+        });
+    }
+    Ok(data.result)
+}
+
+/// Prometheus writes sample values as strings, including `NaN`, `+Inf` and `-Inf`.
+fn parse_value(text: &str) -> Result<f64, ParseError> {
+    match text {
+        "NaN" => Ok(f64::NAN),
+        "+Inf" | "Inf" => Ok(f64::INFINITY),
+        "-Inf" => Ok(f64::NEG_INFINITY),
+        _ => text
+            .parse::<f64>()
+            .map_err(|_| ParseError::Value(truncate(text, 40))),
+    }
+}
+
+fn check_time(t: f64) -> Result<f64, ParseError> {
+    if t.is_finite() && t.abs() < 1e13 {
+        Ok(t)
+    } else {
+        Err(ParseError::Timestamp(t))
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
+/// Parse a `/api/v1/query_range` response body. Never panics, whatever the bytes.
+pub fn parse_matrix(body: &[u8]) -> Result<Vec<RawSeries>, ParseError> {
+    let result = parse_envelope(body, "matrix")?;
+    let entries: Vec<MatrixEntry> =
+        serde_json::from_value(result).map_err(|e| ParseError::Json(e.to_string()))?;
+    entries
+        .into_iter()
+        .map(|entry| {
+            let points = entry
+                .values
+                .iter()
+                .map(|(t, v)| Ok((check_time(*t)?, parse_value(v)?)))
+                .collect::<Result<Vec<_>, ParseError>>()?;
+            Ok(RawSeries {
+                labels: entry.metric,
+                points,
+            })
+        })
+        .collect()
+}
+
+/// Parse a `/api/v1/query` response body whose result is a vector (or a scalar).
+pub fn parse_vector(body: &[u8]) -> Result<Vec<RawSample>, ParseError> {
+    let envelope: Envelope =
+        serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
+    let is_scalar = envelope
+        .data
+        .as_ref()
+        .is_some_and(|d| d.result_type == "scalar");
+    if is_scalar {
+        let result = parse_envelope(body, "scalar")?;
+        let (t, v): (f64, String) =
+            serde_json::from_value(result).map_err(|e| ParseError::Json(e.to_string()))?;
+        return Ok(vec![RawSample {
+            labels: BTreeMap::new(),
+            at: check_time(t)?,
+            value: parse_value(&v)?,
+        }]);
+    }
+    let result = parse_envelope(body, "vector")?;
+    let entries: Vec<VectorEntry> =
+        serde_json::from_value(result).map_err(|e| ParseError::Json(e.to_string()))?;
+    entries
+        .into_iter()
+        .map(|entry| {
+            Ok(RawSample {
+                labels: entry.metric,
+                at: check_time(entry.value.0)?,
+                value: parse_value(&entry.value.1)?,
+            })
+        })
+        .collect()
+}
+
+/// Demand is a finite, non-negative amount; anything else is a gap.
+fn usable(value: f64) -> f64 {
+    if value.is_finite() && value >= 0.0 {
+        value
+    } else {
+        f64::NAN
+    }
+}
+
+fn describe_labels(series: &[BTreeMap<String, String>]) -> String {
+    series
+        .iter()
+        .take(3)
+        .map(|labels| {
+            let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+            format!("{{{}}}", inner.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Put one series' points on the grid `start + i * step`, `len` points.
+fn to_grid(series: Option<&RawSeries>, start: i64, step: i64, len: usize) -> Vec<f64> {
+    let mut values = vec![f64::NAN; len];
+    if let Some(series) = series {
+        for &(t, v) in &series.points {
+            let offset = (t - start as f64) / step as f64;
+            let index = offset.round();
+            if index >= 0.0 && (index as usize) < len {
+                values[index as usize] = usable(v);
+            }
+        }
+    }
+    values
+}
+
+fn one_series<T>(
+    query: &str,
+    items: Vec<T>,
+    labels: impl Fn(&T) -> &BTreeMap<String, String>,
+) -> Result<Option<T>, SourceError> {
+    if items.len() > 1 {
+        let all: Vec<BTreeMap<String, String>> = items.iter().map(|i| labels(i).clone()).collect();
+        return Err(SourceError::MultipleSeries {
+            query: query.to_string(),
+            count: items.len(),
+            labels: describe_labels(&all),
+        });
+    }
+    Ok(items.into_iter().next())
+}
+
+enum Attempt {
+    Done(Vec<u8>),
+    Retry(SourceError),
+    Fail(SourceError),
+}
+
+impl PrometheusSource {
+    pub fn new(config: PrometheusConfig) -> Result<Self, SourceError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("tideshift/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca_file) = &config.ca_file {
+            let pem = std::fs::read(ca_file).map_err(|e| SourceError::Config {
+                what: format!("Prometheus CA file {}", ca_file.display()),
+                cause: e.to_string(),
+            })?;
+            let certificates =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| SourceError::Config {
+                    what: format!("Prometheus CA file {}", ca_file.display()),
+                    cause: e.to_string(),
+                })?;
+            if certificates.is_empty() {
+                return Err(SourceError::Config {
+                    what: format!("Prometheus CA file {}", ca_file.display()),
+                    cause: "no PEM certificate in it".into(),
+                });
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder.build().map_err(|e| SourceError::Config {
+            what: "HTTP client".into(),
+            cause: e.to_string(),
+        })?;
+        let base = config.url.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(SourceError::Config {
+                what: "Prometheus URL".into(),
+                cause: format!("{base:?} must start with http:// or https://"),
+            });
+        }
+        Ok(Self {
+            http,
+            config,
+            base,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn token(&self, query: &str) -> Result<Option<String>, SourceError> {
+        let Some(path) = &self.config.token_file else {
+            return Ok(None);
+        };
+        let token = std::fs::read_to_string(path).map_err(|e| SourceError::Config {
+            what: format!("Prometheus token file {} (query {query:?})", path.display()),
+            cause: e.to_string(),
+        })?;
+        Ok(Some(token.trim().to_string()))
+    }
+
+    async fn attempt(&self, path: &str, query: &str, params: &[(&str, String)]) -> Attempt {
+        let token = match self.token(query) {
+            Ok(token) => token,
+            Err(e) => return Attempt::Fail(e),
+        };
+        let mut request = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .query(params)
+            .query(&[
+                ("query", query),
+                (
+                    "timeout",
+                    &format!("{}s", self.config.timeout.as_secs().max(1)),
+                ),
+            ]);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) if e.is_timeout() => {
+                return Attempt::Retry(SourceError::Timeout {
+                    query: query.to_string(),
+                    seconds: self.config.timeout.as_secs(),
+                });
+            }
+            Err(e) => {
+                return Attempt::Retry(SourceError::Unreachable {
+                    query: query.to_string(),
+                    attempts: 1,
+                    cause: error_chain(&e),
+                });
+            }
+        };
+        let status = response.status();
+        let body = match response.bytes().await {
+            Ok(body) => body.to_vec(),
+            Err(e) if e.is_timeout() => {
+                return Attempt::Retry(SourceError::Timeout {
+                    query: query.to_string(),
+                    seconds: self.config.timeout.as_secs(),
+                });
+            }
+            Err(e) => {
+                return Attempt::Retry(SourceError::Unreachable {
+                    query: query.to_string(),
+                    attempts: 1,
+                    cause: error_chain(&e),
+                });
+            }
+        };
+        if status.is_success() {
+            return Attempt::Done(body);
+        }
+        // Prometheus explains 4xx (bad query) and 422/503 in the usual JSON envelope.
+        let explained = parse_envelope(&body, "matrix").err();
+        let error = match explained {
+            Some(ParseError::NotSuccess {
+                error_type,
+                message,
+                ..
+            }) if status.is_client_error() && status.as_u16() != 429 => SourceError::Rejected {
+                query: query.to_string(),
+                error_type,
+                message,
+            },
+            _ => SourceError::Http {
+                query: query.to_string(),
+                status: status.as_u16(),
+                message: truncate(&String::from_utf8_lossy(&body), 200),
+            },
+        };
+        if status.is_server_error() || status.as_u16() == 429 {
+            Attempt::Retry(error)
+        } else {
+            Attempt::Fail(error)
+        }
+    }
+
+    async fn get(
+        &self,
+        path: &str,
+        query: &str,
+        params: &[(&str, String)],
+    ) -> Result<Vec<u8>, SourceError> {
+        let attempts = self.config.attempts.max(1);
+        let mut delay = self.config.backoff;
+        let mut last = None;
+        for attempt in 1..=attempts {
+            match self.attempt(path, query, params).await {
+                Attempt::Done(body) => return Ok(body),
+                Attempt::Fail(e) => return Err(e),
+                Attempt::Retry(e) => {
+                    tracing::debug!(query, attempt, error = %e, "Prometheus request failed");
+                    last = Some(e);
+                    if attempt < attempts {
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+        Err(match last {
+            Some(SourceError::Unreachable { query, cause, .. }) => SourceError::Unreachable {
+                query,
+                attempts,
+                cause,
+            },
+            Some(other) => other,
+            None => SourceError::Unreachable {
+                query: query.to_string(),
+                attempts,
+                cause: "no attempt made".into(),
+            },
+        })
+    }
+
+    /// One uncached range query over `[start, end]`, chunked.
+    async fn fetch_range(
+        &self,
+        query: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<Series, SourceError> {
+        let len = grid_len(start, end, step);
+        let mut values = Vec::with_capacity(len);
+        let chunk_points = self.config.max_points.max(1) as i64;
+        let mut chunk_start = start;
+        while chunk_start <= end {
+            let chunk_end = (chunk_start + (chunk_points - 1) * step).min(end);
+            let body = self
+                .get(
+                    "/api/v1/query_range",
+                    query,
+                    &[
+                        ("start", chunk_start.to_string()),
+                        ("end", chunk_end.to_string()),
+                        ("step", step.to_string()),
+                    ],
+                )
+                .await?;
+            let series = parse_matrix(&body).map_err(|cause| SourceError::Parse {
+                query: query.to_string(),
+                cause,
+            })?;
+            let series = one_series(query, series, |s| &s.labels)?;
+            values.extend(to_grid(
+                series.as_ref(),
+                chunk_start,
+                step,
+                grid_len(chunk_start, chunk_end, step),
+            ));
+            chunk_start = chunk_end + step;
+        }
+        Ok(Series::new(start, step, values))
+    }
+
+    async fn cached_range(
+        &self,
+        query: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<Series, SourceError> {
+        let start = align_down(start, step);
+        let end = align_down(end, step);
+        if end < start {
+            return Ok(Series::new(start, step, Vec::new()));
+        }
+        let key = (query.to_string(), step);
+        let cached = self.lock_cache().get(&key).cloned();
+        let series = match cached {
+            Some(cached) if cached.start <= start && cached.end() > start => {
+                let keep_until = (cached.end() - REFETCH_POINTS * step).max(start);
+                let keep = grid_len(start, keep_until - step, step);
+                let offset = ((start - cached.start) / step) as usize;
+                let mut values: Vec<f64> =
+                    cached.values[offset..].iter().copied().take(keep).collect();
+                let fetch_from = start + values.len() as i64 * step;
+                if fetch_from <= end {
+                    let fresh = self.fetch_range(query, fetch_from, end, step).await?;
+                    values.extend(fresh.values);
+                }
+                values.truncate(grid_len(start, end, step));
+                Series::new(start, step, values)
+            }
+            _ => self.fetch_range(query, start, end, step).await?,
+        };
+        self.lock_cache().insert(key, series.clone());
+        Ok(series)
+    }
+
+    async fn instant(&self, query: &str) -> Result<Option<Sample>, SourceError> {
+        let body = self.get("/api/v1/query", query, &[]).await?;
+        let samples = parse_vector(&body).map_err(|cause| SourceError::Parse {
+            query: query.to_string(),
+            cause,
+        })?;
+        let sample = one_series(query, samples, |s| &s.labels)?;
+        Ok(sample.and_then(|s| {
+            let value = usable(s.value);
+            value.is_finite().then_some(Sample {
+                at: s.at.floor() as i64,
+                value,
+            })
+        }))
+    }
+
+    /// Forget the cached history of queries no longer asked for (a policy was edited or deleted).
+    pub fn retain_queries(&self, keep: &dyn Fn(&str) -> bool) {
+        self.lock_cache().retain(|(query, _), _| keep(query));
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i64), Series>> {
+        // A panic while holding the lock leaves only a cache behind: keep using it.
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+impl DemandSource for PrometheusSource {
+    fn range<'a>(
+        &'a self,
+        query: &'a str,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> BoxFuture<'a, Result<Series, SourceError>> {
+        async move {
+            if step <= 0 {
+                return Err(SourceError::Config {
+                    what: format!("range query {query:?}"),
+                    cause: format!("step must be positive, got {step}"),
+                });
+            }
+            self.cached_range(query, start, end, step).await
+        }
+        .boxed()
+    }
+
+    fn latest<'a>(&'a self, query: &'a str) -> BoxFuture<'a, Result<Option<Sample>, SourceError>> {
+        self.instant(query).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::extract::{Query, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::get;
+
+    use super::*;
+
+    const MATRIX: &str = r#"{"status":"success","data":{"resultType":"matrix","result":[
+        {"metric":{"workload":"payment"},"values":[[60,"1.5"],[120,"NaN"],[180,"+Inf"],[300,"-2"],[360,"4"]]}]}}"#;
+
+    #[test]
+    fn parses_a_matrix_with_special_values() {
+        let series = parse_matrix(MATRIX.as_bytes()).unwrap();
+        assert_eq!(series.len(), 1);
+        assert_eq!(series[0].labels["workload"], "payment");
+        assert_eq!(series[0].points[0], (60.0, 1.5));
+        assert!(series[0].points[1].1.is_nan());
+        assert_eq!(series[0].points[2].1, f64::INFINITY);
+    }
+
+    #[test]
+    fn grid_turns_unusable_values_and_holes_into_nan() {
+        let series = parse_matrix(MATRIX.as_bytes()).unwrap();
+        let grid = to_grid(series.first(), 60, 60, 6);
+        assert_eq!(grid[0], 1.5);
+        assert!(grid[1].is_nan(), "NaN stays a gap");
+        assert!(grid[2].is_nan(), "+Inf is a gap");
+        assert!(grid[3].is_nan(), "missing point at 240 is a gap");
+        assert!(grid[4].is_nan(), "negative demand is a gap");
+        assert_eq!(grid[5], 4.0);
+    }
+
+    #[test]
+    fn rejects_errors_and_wrong_shapes_without_panicking() {
+        let error = br#"{"status":"error","errorType":"bad_data","error":"parse error at char 4"}"#;
+        assert!(matches!(
+            parse_matrix(error),
+            Err(ParseError::NotSuccess { error_type, .. }) if error_type == "bad_data"
+        ));
+        let vector = br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+        assert!(matches!(
+            parse_matrix(vector),
+            Err(ParseError::ResultType { .. })
+        ));
+        for junk in [
+            &b""[..],
+            b"{",
+            b"null",
+            b"[]",
+            br#"{"status":"success"}"#,
+            br#"{"status":"success","data":{"resultType":"matrix","result":[{"values":[[1,"x"]]}]}}"#,
+            br#"{"status":"success","data":{"resultType":"matrix","result":[{"values":[[1e300,"1"]]}]}}"#,
+            br#"{"status":"success","data":{"resultType":"matrix","result":[{"values":[["a","1"]]}]}}"#,
+            br#"{"status":"success","data":{"resultType":"matrix","result":{}}}"#,
+        ] {
+            assert!(parse_matrix(junk).is_err(), "{:?}", String::from_utf8_lossy(junk));
+        }
+    }
+
+    #[test]
+    fn parses_vectors_and_scalars() {
+        let vector = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000.5,"42"]}]}}"#;
+        let samples = parse_vector(vector).unwrap();
+        assert_eq!(samples[0].value, 42.0);
+        assert_eq!(samples[0].at, 1_700_000_000.5);
+        let scalar =
+            br#"{"status":"success","data":{"resultType":"scalar","result":[1700000000,"7"]}}"#;
+        assert_eq!(parse_vector(scalar).unwrap()[0].value, 7.0);
+    }
+
+    #[test]
+    fn several_series_where_one_was_expected_is_an_error_naming_the_query() {
+        let body = br#"{"status":"success","data":{"resultType":"matrix","result":[
+            {"metric":{"pod":"a"},"values":[[60,"1"]]},{"metric":{"pod":"b"},"values":[[60,"1"]]}]}}"#;
+        let series = parse_matrix(body).unwrap();
+        let err = one_series("rate(x[1m])", series, |s| &s.labels).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("rate(x[1m])"), "{text}");
+        assert!(text.contains("2 series"), "{text}");
+        assert!(text.contains("pod=\"a\""), "{text}");
+        assert_eq!(err.reason(), "multiple_series");
+    }
+
+    /// A fake Prometheus: demand equals the timestamp in minutes; counts requests and the
+    /// number of points asked for; fails the first `fail_first` requests with 503.
+    #[derive(Clone, Default)]
+    struct Fake {
+        requests: Arc<AtomicUsize>,
+        max_points_seen: Arc<AtomicUsize>,
+        points_served: Arc<AtomicUsize>,
+        fail_first: Arc<AtomicUsize>,
+        token_seen: Arc<Mutex<Option<String>>>,
+    }
+
+    async fn fake_range(
+        State(fake): State<Fake>,
+        headers: HeaderMap,
+        Query(params): Query<HashMap<String, String>>,
+    ) -> (StatusCode, String) {
+        fake.requests.fetch_add(1, Ordering::SeqCst);
+        *fake.token_seen.lock().unwrap() = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if fake
+            .fail_first
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return (StatusCode::SERVICE_UNAVAILABLE, "overloaded".into());
+        }
+        let start: i64 = params["start"].parse().unwrap();
+        let end: i64 = params["end"].parse().unwrap();
+        let step: i64 = params["step"].parse().unwrap();
+        let points: Vec<String> = (0..)
+            .map(|i| start + i * step)
+            .take_while(|t| *t <= end)
+            .map(|t| format!("[{t},\"{}\"]", t / 60))
+            .collect();
+        fake.max_points_seen
+            .fetch_max(points.len(), Ordering::SeqCst);
+        fake.points_served.fetch_add(points.len(), Ordering::SeqCst);
+        (
+            StatusCode::OK,
+            format!(
+                r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{}},"values":[{}]}}]}}}}"#,
+                points.join(",")
+            ),
+        )
+    }
+
+    async fn serve(fake: Fake) -> String {
+        let app = axum::Router::new()
+            .route("/api/v1/query_range", get(fake_range))
+            .with_state(fake);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{address}")
+    }
+
+    #[tokio::test]
+    async fn chunks_caches_retries_and_sends_the_token() {
+        let fake = Fake::default();
+        let url = serve(fake.clone()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, "s3cret\n").unwrap();
+        let mut config = PrometheusConfig::new(url);
+        config.token_file = Some(token_file);
+        config.backoff = Duration::from_millis(1);
+        let source = PrometheusSource::new(config).unwrap();
+
+        // 25,000 one-minute points: three chunks, none above the limit.
+        let end = 25_000 * 60 - 1;
+        let series = source.range("demand", 0, end, 60).await.unwrap();
+        assert_eq!(series.values.len(), 25_000);
+        assert_eq!(series.values[12_345], 12_345.0);
+        assert_eq!(fake.requests.load(Ordering::SeqCst), 3);
+        assert!(fake.max_points_seen.load(Ordering::SeqCst) <= DEFAULT_MAX_POINTS);
+        assert_eq!(
+            fake.token_seen.lock().unwrap().as_deref(),
+            Some("Bearer s3cret")
+        );
+
+        // Five minutes later, the window slid: only the new points and a few recent ones.
+        fake.points_served.store(0, Ordering::SeqCst);
+        let series = source.range("demand", 300, end + 300, 60).await.unwrap();
+        assert_eq!(series.start, 300);
+        assert_eq!(series.values.len(), 25_000);
+        assert_eq!(series.values[0], 5.0);
+        assert_eq!(*series.values.last().unwrap(), 25_004.0);
+        let served = fake.points_served.load(Ordering::SeqCst);
+        assert!(
+            served <= 5 + REFETCH_POINTS as usize,
+            "fetched {served} points"
+        );
+
+        // Two 503s, then success: retried within the attempts.
+        fake.fail_first.store(2, Ordering::SeqCst);
+        let series = source.range("other", 0, 600, 60).await.unwrap();
+        assert_eq!(series.values.len(), 11);
+
+        // Three 503s: gives up, naming the query and the status.
+        fake.fail_first.store(3, Ordering::SeqCst);
+        let err = source.range("third", 0, 600, 60).await.unwrap_err();
+        assert!(
+            matches!(err, SourceError::Http { status: 503, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("\"third\""));
+    }
+
+    #[tokio::test]
+    async fn unreachable_prometheus_is_reported_not_panicked() {
+        let mut config = PrometheusConfig::new("http://127.0.0.1:9");
+        config.backoff = Duration::from_millis(1);
+        config.timeout = Duration::from_secs(2);
+        let source = PrometheusSource::new(config).unwrap();
+        let err = source.latest("up").await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SourceError::Unreachable { attempts: 3, .. } | SourceError::Timeout { .. }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_configuration_is_named() {
+        assert!(matches!(
+            PrometheusSource::new(PrometheusConfig::new("prometheus:9090")),
+            Err(SourceError::Config { .. })
+        ));
+        let mut config = PrometheusConfig::new("https://prometheus");
+        config.ca_file = Some("/nonexistent/ca.pem".into());
+        let err = PrometheusSource::new(config).err().unwrap();
+        assert!(err.to_string().contains("/nonexistent/ca.pem"));
+    }
+}
