@@ -17,7 +17,8 @@ use crate::sim::scenario::Scenario;
 /// The oracle's forecast step: fine enough that its plan is not widened by a coarse grid.
 const ORACLE_STEP: i64 = 60;
 
-/// Where forecasts come from.
+/// Where forecasts come from. One of each per run, so the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Foresight {
     /// The daemon's forecaster, on the past only.
     Forecaster {
@@ -45,6 +46,8 @@ pub struct Planned {
     forecasts: Vec<Option<Forecast>>,
     memory: PlanMemory,
     next_decision: i64,
+    /// Decisions start here (a day before scoring starts).
+    quiet_until: i64,
 }
 
 /// How far ahead a plan at any instant may look: the planner looks `startup + interval +`
@@ -60,9 +63,10 @@ impl Planned {
         let step = scenario.forecast_step;
         let settings = &scenario.spec.forecast;
         let lead = lead_seconds(&scenario);
-        let asked = (settings.horizon.as_secs() as i64 + step - 1) / step;
-        let needed = (lead + 2 * step - 1) / step + 1;
-        let horizon = asked.max(needed).max(1) as usize;
+        // Only the steps the planner looks at: a forecast starts up to one step before `now`
+        // and the plan looks `lead` ahead. The rest of `forecast.horizon` (next-peak status
+        // in the daemon) does not change a plan, and a shorter horizon fits much faster.
+        let horizon = ((lead + 2 * step - 1) / step + 1).max(1) as usize;
         let seasons: Vec<usize> = settings
             .seasonality
             .iter()
@@ -105,6 +109,7 @@ impl Planned {
             forecasts: vec![None; count],
             memory: PlanMemory::default(),
             next_decision: scenario.start,
+            quiet_until: scenario.scored_from - 86_400,
             scenario,
         }
     }
@@ -118,6 +123,7 @@ impl Planned {
             forecasts: vec![None; count],
             memory: PlanMemory::default(),
             next_decision: scenario.start,
+            quiet_until: scenario.scored_from - 86_400,
             scenario,
         }
     }
@@ -132,10 +138,10 @@ impl Planned {
                     let values: Vec<f64> = (0..steps)
                         .map(|i| {
                             let at = from + i as i64 * ORACLE_STEP;
-                            demand.as_ref().map_or(Some(0.0), |d| {
-                                d.max_over(at.max(now), at + ORACLE_STEP)
-                            })
-                            .unwrap_or(f64::NAN)
+                            demand
+                                .as_ref()
+                                .map_or(Some(0.0), |d| d.max_over(at.max(now), at + ORACLE_STEP))
+                                .unwrap_or(f64::NAN)
                         })
                         .collect();
                     self.forecasts[w] = Some(exact(from, ORACLE_STEP, values, "perfect foresight"));
@@ -167,7 +173,8 @@ impl Planned {
                     };
                     let mut refitted = false;
                     // Refitting on the very same history would give the same model.
-                    let stale = now.saturating_sub(fitted_at[w]) >= *retrain && history.end() > fitted_end[w];
+                    let stale = now.saturating_sub(fitted_at[w]) >= *retrain
+                        && history.end() > fitted_end[w];
                     if models[w].is_none() || stale {
                         match forecaster.fit(&history, spec) {
                             Ok(model) => {
@@ -249,6 +256,11 @@ impl Strategy for Planned {
 
     fn decide(&mut self, now: i64, cluster: &Cluster, observed: &[Option<f64>]) -> Vec<Action> {
         if now < self.next_decision {
+            return Vec::new();
+        }
+        if now < self.quiet_until {
+            // Early warm-up: nothing is scored yet; skip the forecaster's cost until a day
+            // before scoring starts, enough to settle the plan and the stabilization windows.
             return Vec::new();
         }
         self.next_decision = now + self.scenario.interval;
