@@ -174,7 +174,7 @@ async fn prometheus_has(env: &Env, query: &str, at: i64) -> bool {
         .is_some_and(|r| !r.is_empty())
 }
 
-fn deployment(name: &str, replicas: i32) -> Deployment {
+fn deployment(name: &str, replicas: i32, node_type: &str) -> Deployment {
     serde_json::from_value(json!({
         "metadata": {"name": name},
         "spec": {
@@ -183,7 +183,7 @@ fn deployment(name: &str, replicas: i32) -> Deployment {
             "template": {
                 "metadata": {"labels": {"app": name}},
                 "spec": {
-                    "nodeSelector": {"type": "kwok"},
+                    "nodeSelector": {"type": node_type},
                     "terminationGracePeriodSeconds": 0,
                     "containers": [{
                         "name": "app",
@@ -197,7 +197,7 @@ fn deployment(name: &str, replicas: i32) -> Deployment {
     .expect("deployment object")
 }
 
-fn job(name: &str, parallelism: i32) -> Job {
+fn job(name: &str, parallelism: i32, node_type: &str) -> Job {
     serde_json::from_value(json!({
         "metadata": {"name": name},
         "spec": {
@@ -208,7 +208,7 @@ fn job(name: &str, parallelism: i32) -> Job {
                 "metadata": {"labels": {"app": name}},
                 "spec": {
                     "restartPolicy": "Never",
-                    "nodeSelector": {"type": "kwok"},
+                    "nodeSelector": {"type": node_type},
                     "terminationGracePeriodSeconds": 0,
                     "containers": [{
                         "name": "work",
@@ -277,15 +277,20 @@ async fn create_namespace(client: &Client, name: &str) {
 
 async fn set_up(client: &Client, ns: &str, training: i32, mode: &str) {
     create_namespace(client, ns).await;
+    // The dry-run copy must not take the cluster's capacity: its pods match no node.
+    let node_type = if mode == "dry-run" { "none" } else { "kwok" };
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     for (name, replicas) in [("payment", 2), ("refund", 1), ("training", training)] {
         deployments
-            .create(&PostParams::default(), &deployment(name, replicas))
+            .create(
+                &PostParams::default(),
+                &deployment(name, replicas, node_type),
+            )
             .await
             .unwrap_or_else(|e| panic!("creating {ns}/{name}: {e}"));
     }
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
-    jobs.create(&PostParams::default(), &job("reports", 3))
+    jobs.create(&PostParams::default(), &job("reports", 3, node_type))
         .await
         .unwrap_or_else(|e| panic!("creating {ns}/reports: {e}"));
     let policies: Api<ShiftPolicy> = Api::namespaced(client.clone(), ns);
@@ -363,6 +368,31 @@ fn percentile(values: &mut [f64], q: f64) -> f64 {
     values[index]
 }
 
+/// Deletes the test's namespaces when the test ends, however it ends, so a failed run does not
+/// leave pods holding the test bed's capacity.
+struct Namespaces(String, Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        let kubeconfig = self.0.clone();
+        let names = self.1.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Runtime::new() else {
+                return;
+            };
+            runtime.block_on(async {
+                let client = client_from(&kubeconfig).await;
+                for name in names {
+                    let _ = Api::<Namespace>::all(client.clone())
+                        .delete(&name, &DeleteParams::background())
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 /// Kills the daemon when the test ends, however it ends.
 struct Daemon(std::process::Child);
 
@@ -380,6 +410,10 @@ async fn flash_sale_shifts_batch_to_online_before_the_peak_and_back() {
     let suffix = format!("{:x}", unix_now() % 0xfffff);
     let ns = format!("e2e-shift-{suffix}");
     let dry_ns = format!("e2e-dry-{suffix}");
+    let _cleanup = Namespaces(
+        env.admin_kubeconfig.clone(),
+        vec![ns.clone(), dry_ns.clone()],
+    );
 
     // The flash sale: ramp from 150 s from now, plateau for 120 s.
     let now = unix_now();
@@ -635,11 +669,5 @@ async fn flash_sale_shifts_batch_to_online_before_the_peak_and_back() {
     eprintln!("figures: {figures}");
     if let Ok(path) = std::env::var("TIDESHIFT_BENCH_OUT") {
         std::fs::write(&path, figures.to_string()).expect("writing the figures");
-    }
-
-    for namespace in [&ns, &dry_ns] {
-        let _ = Api::<Namespace>::all(admin.clone())
-            .delete(namespace, &DeleteParams::background())
-            .await;
     }
 }
