@@ -222,7 +222,9 @@ fn job(name: &str, parallelism: i32, node_type: &str) -> Job {
     .expect("job object")
 }
 
-fn policy(name: &str, mode: &str) -> ShiftPolicy {
+/// `series`: the exporter's workload label of this run's demand (unique per run, so history
+/// backfilled by earlier runs never mixes in).
+fn policy(name: &str, mode: &str, series: &str) -> ShiftPolicy {
     let yaml = format!(
         r#"
 apiVersion: tideshift.io/v1alpha1
@@ -235,7 +237,7 @@ spec:
   online:
     - name: payment
       target: {{kind: Deployment, name: payment}}
-      demand: {{query: 'sum(tideshift_demo_demand{{workload="e2e-payment"}})'}}
+      demand: {{query: 'sum(tideshift_demo_demand{{workload="{series}-payment"}})'}}
       perReplica: 100
       headroom: 0.1
       quantile: 0.9
@@ -243,7 +245,7 @@ spec:
       startup: 20s
     - name: refund
       target: {{kind: Deployment, name: refund}}
-      demand: {{query: 'sum(tideshift_demo_demand{{workload="e2e-refund"}})'}}
+      demand: {{query: 'sum(tideshift_demo_demand{{workload="{series}-refund"}})'}}
       perReplica: 100
       headroom: 0.1
       quantile: 0.9
@@ -275,7 +277,7 @@ async fn create_namespace(client: &Client, name: &str) {
     .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
 }
 
-async fn set_up(client: &Client, ns: &str, training: i32, mode: &str) {
+async fn set_up(client: &Client, ns: &str, training: i32, mode: &str, series: &str) {
     create_namespace(client, ns).await;
     // The dry-run copy must not take the cluster's capacity: its pods match no node.
     let node_type = if mode == "dry-run" { "none" } else { "kwok" };
@@ -295,7 +297,7 @@ async fn set_up(client: &Client, ns: &str, training: i32, mode: &str) {
         .unwrap_or_else(|e| panic!("creating {ns}/reports: {e}"));
     let policies: Api<ShiftPolicy> = Api::namespaced(client.clone(), ns);
     policies
-        .create(&PostParams::default(), &policy("flash-sale", mode))
+        .create(&PostParams::default(), &policy("flash-sale", mode, series))
         .await
         .unwrap_or_else(|e| panic!("creating {ns}/flash-sale: {e}"));
 }
@@ -410,6 +412,7 @@ async fn flash_sale_shifts_batch_to_online_before_the_peak_and_back() {
     let suffix = format!("{:x}", unix_now() % 0xfffff);
     let ns = format!("e2e-shift-{suffix}");
     let dry_ns = format!("e2e-dry-{suffix}");
+    let series = format!("e2e{suffix}");
     let _cleanup = Namespaces(
         env.admin_kubeconfig.clone(),
         vec![ns.clone(), dry_ns.clone()],
@@ -434,8 +437,8 @@ async fn flash_sale_shifts_batch_to_online_before_the_peak_and_back() {
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/testbed").into());
     let status = std::process::Command::new(&script)
         .arg("exporter")
-        .arg(payment.scenario("e2e-payment"))
-        .arg(refund.scenario("e2e-refund"))
+        .arg(payment.scenario(&format!("{series}-payment")))
+        .arg(refund.scenario(&format!("{series}-refund")))
         // Keep the test bed's default workloads served for other tests.
         .arg("checkout:baseline=120,daily=0.4,daily_peak=14:00,weekend=0.7,noise=0.05")
         .arg("search:baseline=40,daily=0.3,daily_peak=11:00,noise=0.05")
@@ -463,9 +466,9 @@ async fn flash_sale_shifts_batch_to_online_before_the_peak_and_back() {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
 
-    set_up(&admin, &ns, 6, "enforce").await;
+    set_up(&admin, &ns, 6, "enforce", &series).await;
     // Dry-run: batch over capacity (training 12), so the plan wants to shrink it.
-    set_up(&admin, &dry_ns, 12, "dry-run").await;
+    set_up(&admin, &dry_ns, 12, "dry-run", &series).await;
 
     let _daemon = Daemon(
         std::process::Command::new(env!("CARGO_BIN_EXE_tideshift"))
