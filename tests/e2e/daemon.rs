@@ -445,20 +445,20 @@ async fn flash_sale_shifts_batch_to_online_before_the_peak_and_back() {
         .status()
         .expect("running tests/e2e/testbed exporter");
     assert!(status.success(), "tests/e2e/testbed exporter failed");
+    let payment_series = format!("{series}-payment");
+    let refund_series = format!("{series}-refund");
     backfill(
         &env,
-        &[("e2e-payment", payment), ("e2e-refund", refund)],
+        &[
+            (payment_series.as_str(), payment),
+            (refund_series.as_str(), refund),
+        ],
         now,
     );
     // Prometheus picks up new blocks within about a minute.
     let deadline = Instant::now() + Duration::from_secs(150);
-    while !prometheus_has(
-        &env,
-        "tideshift_demo_demand{workload=\"e2e-payment\"}",
-        now - 86_400,
-    )
-    .await
-    {
+    let history_query = format!("tideshift_demo_demand{{workload=\"{payment_series}\"}}");
+    while !prometheus_has(&env, &history_query, now - 86_400).await {
         assert!(
             Instant::now() < deadline,
             "Prometheus did not load the backfilled history"
