@@ -267,6 +267,21 @@ spec:
     serde_yaml::from_str(&yaml).expect("policy YAML")
 }
 
+/// True when every Deployment has all its replicas Ready.
+async fn all_ready(deployments: &Api<Deployment>) -> bool {
+    let Ok(list) = deployments.list(&ListParams::default()).await else {
+        return false;
+    };
+    !list.items.is_empty()
+        && list.items.iter().all(|d| {
+            d.status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0)
+                >= d.spec.replicas.unwrap_or(1)
+        })
+}
+
 async fn create_namespace(client: &Client, name: &str) {
     let api: Api<Namespace> = Api::all(client.clone());
     api.create(
@@ -418,12 +433,14 @@ async fn flash_sale_shifts_batch_to_online_before_the_peak_and_back() {
         vec![ns.clone(), dry_ns.clone()],
     );
 
-    // The flash sale: ramp from 150 s from now, plateau for 120 s.
+    // The flash sale: plateau 330 s from now, for 120 s, after a 30 s ramp.
     let now = unix_now();
     let payment = FlashSale {
         baseline: 150.0,
         peak: 4.0,
-        at: now + 180,
+        // Room for Prometheus to load the history (up to ~2.5 min) and the workloads to start,
+        // and still more than a minute of forecast lead before the ramp.
+        at: now + 330,
         ramp: 30,
         hold: 120,
     };
@@ -470,6 +487,26 @@ async fn flash_sale_shifts_batch_to_online_before_the_peak_and_back() {
     // Dry-run: batch over capacity (training 12), so the plan wants to shrink it.
     set_up(&admin, &dry_ns, 12, "dry-run", &series).await;
 
+    // Every workload Ready before the daemon starts: the test judges the daemon, not start-up.
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
+    let ready_deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let ready = all_ready(&deployments).await;
+        if ready {
+            break;
+        }
+        assert!(
+            Instant::now() < ready_deadline,
+            "the scenario's Deployments did not become Ready"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let daemon_started = unix_now();
+    assert!(
+        payment.at - payment.ramp - daemon_started >= 60,
+        "set-up took too long: the sale ramps {}s after the daemon starts",
+        payment.at - payment.ramp - daemon_started
+    );
     let _daemon = Daemon(
         std::process::Command::new(env!("CARGO_BIN_EXE_tideshift"))
             .args([
