@@ -7,8 +7,7 @@ use std::path::Path;
 use assert_cmd::Command;
 use predicates::prelude::*;
 
-// tideshift and oracle join once the planner and forecaster are on main.
-const STRATEGIES: [&str; 2] = ["static", "reactive"];
+const STRATEGIES: [&str; 4] = ["static", "reactive", "tideshift", "oracle"];
 const FIELDS: [&str; 5] = [
     "slo_violation_minutes",
     "unserved_fraction",
@@ -86,8 +85,13 @@ fn json_has_every_strategy_and_field() {
         let unserved = scores["unserved_fraction"].as_f64().unwrap_or(2.0);
         assert!(unserved <= 1.0);
     }
-    // The oracle knows the future; the static split never moves.
+    // The static split never moves; the others do.
     assert_eq!(json["strategies"]["static"]["scale_actions"], 0);
+    for moving in ["tideshift", "oracle"] {
+        assert!(json["strategies"][moving]["scale_actions"].as_u64() > Some(0));
+    }
+    // Knowing the future exactly, the oracle serves everything the capacity allows.
+    assert_eq!(json["strategies"]["oracle"]["slo_violation_minutes"], 0);
     assert!(json["strategies"]["reactive"]["scale_actions"].as_u64() > Some(0));
     // A 5-minute trace is forecast at 5-minute steps, not the policy's 1 minute.
     assert_eq!(json["forecast_step_seconds"], 300);

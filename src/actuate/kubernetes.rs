@@ -235,11 +235,23 @@ impl KubeActuator {
         if !fresh {
             let api: Api<HorizontalPodAutoscaler> =
                 Api::namespaced(self.client.clone(), &target.namespace);
-            let list = api
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| api_error(target, "list", e))?;
-            cache.insert(target.namespace.clone(), (Instant::now(), list.items));
+            let items = match api.list(&ListParams::default()).await {
+                Ok(list) => list.items,
+                // Without the right to read HPAs the check is skipped (warned once per
+                // namespace), rather than blinding the whole policy.
+                Err(kube::Error::Api(status)) if status.is_forbidden() => {
+                    if !cache.contains_key(&target.namespace) {
+                        tracing::warn!(
+                            namespace = %target.namespace,
+                            "may not list HorizontalPodAutoscalers; HPA conflicts go undetected \
+                             (grant get/list on autoscaling horizontalpodautoscalers)"
+                        );
+                    }
+                    Vec::new()
+                }
+                Err(e) => return Err(api_error(target, "list", e)),
+            };
+            cache.insert(target.namespace.clone(), (Instant::now(), items));
         }
         let kind = kind_name(target.kind);
         Ok(cache.get(&target.namespace).and_then(|(_, hpas)| {

@@ -253,7 +253,16 @@ pub async fn reconcile(policy: Arc<ShiftPolicy>, ctx: Arc<Context>) -> Result<Ac
         return Err(Error::Status { policy: key, cause });
     }
     let reference = policy.object_ref(&());
+    let repeated_dry_run = report.as_ref().is_some_and(|r| {
+        r.dry_run
+            && previous
+                .and_then(|p| p.last_decision.as_ref())
+                .is_some_and(|d| d.dry_run && d.summary == r.summary())
+    });
     for event in status::events(report.as_ref(), &judgements, &previous_conditions) {
+        if repeated_dry_run && event.reason == "DryRunShift" {
+            continue;
+        }
         if let Err(e) = ctx.recorder.publish(&event, &reference).await {
             ctx.metrics
                 .kube_api_errors_total

@@ -202,7 +202,12 @@ pub fn status(
     };
     let plan = report.plan.as_ref();
     let previous_decision = previous.and_then(|p| p.last_decision.clone());
-    let last_decision = if report.applied.is_empty() {
+    // A dry-run repeats the same "would scale" every cycle: keep its first time.
+    let repeated_dry_run = report.dry_run
+        && previous_decision
+            .as_ref()
+            .is_some_and(|d| d.dry_run && d.summary == report.summary());
+    let last_decision = if report.applied.is_empty() || repeated_dry_run {
         previous_decision.or_else(|| {
             Some(DecisionStatus {
                 time: rfc3339(report.now),

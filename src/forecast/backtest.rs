@@ -60,6 +60,15 @@ pub struct BacktestArgs {
     /// Ablation: no blend with seasonal naive.
     #[arg(long, hide = true)]
     pub no_blend: bool,
+    /// Ablation: steps either side a blend weight is fitted on.
+    #[arg(long, hide = true)]
+    pub blend_window: Option<usize>,
+    /// Ablation: widening of the held-out errors for the band.
+    #[arg(long, hide = true)]
+    pub band_scale: Option<f64>,
+    /// Ablation: raw lags of extra ensemble members (comma separated; 0 for none).
+    #[arg(long, hide = true, value_delimiter = ',')]
+    pub ensemble_raw_lags: Option<Vec<usize>>,
 }
 
 impl BacktestArgs {
@@ -72,6 +81,9 @@ impl BacktestArgs {
             && self.alphas.is_none()
             && self.band_origins.is_none()
             && !self.no_blend
+            && self.blend_window.is_none()
+            && self.band_scale.is_none()
+            && self.ensemble_raw_lags.is_none()
         {
             return default_forecaster();
         }
@@ -86,6 +98,15 @@ impl BacktestArgs {
             config.band_origins = v;
         }
         config.blend = !self.no_blend;
+        if let Some(v) = self.blend_window {
+            config.blend_window = v;
+        }
+        if let Some(v) = self.band_scale {
+            config.band_scale = v;
+        }
+        if let Some(v) = &self.ensemble_raw_lags {
+            config.ensemble_raw_lags = v.iter().copied().filter(|&l| l > 0).collect();
+        }
         Box::new(RegressionForecaster::new(config))
     }
 }

@@ -24,6 +24,8 @@ pub fn strategies(scenario: &Arc<Scenario>) -> Vec<Box<dyn Strategy>> {
     vec![
         Box::new(strategy::static_split::StaticSplit::new(scenario)),
         Box::new(strategy::reactive::Reactive::new(scenario.clone())),
+        Box::new(strategy::tideshift::Planned::tideshift(scenario.clone())),
+        Box::new(strategy::tideshift::Planned::oracle(scenario.clone())),
     ]
 }
 

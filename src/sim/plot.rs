@@ -133,7 +133,7 @@ fn online_panel(
         .draw()?;
     let band_color = RGBColor(31, 100, 200).mix(0.2);
     let mut band_labelled = false;
-    for (_, t) in &timelines {
+    for (_, t) in timelines.iter().filter(|(name, _)| *name == "tideshift") {
         for polygon in band_polygons(t, origin, range) {
             let series = chart.draw_series(std::iter::once(Polygon::new(polygon, band_color)))?;
             if !band_labelled {

@@ -3,6 +3,7 @@
 
 pub mod reactive;
 pub mod static_split;
+pub mod tideshift;
 
 use crate::plan::Resources;
 

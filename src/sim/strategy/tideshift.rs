@@ -1,0 +1,320 @@
+//! `tideshift` and `oracle`: the daemon's planner (`plan::plan`, the same code), fed either by
+//! the daemon's forecaster on the past only (`tideshift`) or by the true future demand with
+//! no error (`oracle`, the limit of what any forecaster could give this planner).
+//!
+//! Like the daemon, `tideshift` refits the forecaster every `forecast.retrain` on the last
+//! `forecast.history` of finished buckets, predicts when a new bucket has finished (the same
+//! history gives the same forecast), and plans every `interval` with the latest observed demand.
+
+use std::sync::Arc;
+
+use super::{Action, Strategy};
+use crate::forecast::{self, FittedModel, Forecast, ForecastMethod, ForecastSpec, Forecaster};
+use crate::plan::{self, OfflineState, OnlineState, Plan, PlanInput, PlanMemory};
+use crate::sim::cluster::Cluster;
+use crate::sim::scenario::Scenario;
+
+/// The oracle's forecast step: fine enough that its plan is not widened by a coarse grid.
+const ORACLE_STEP: i64 = 60;
+
+/// Where forecasts come from. One of each per run, so the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Foresight {
+    /// The daemon's forecaster, on the past only.
+    Forecaster {
+        forecaster: Box<dyn Forecaster>,
+        spec: ForecastSpec,
+        horizon: usize,
+        history_len: usize,
+        retrain: i64,
+        models: Vec<Option<Box<dyn FittedModel>>>,
+        fitted_at: Vec<i64>,
+        /// End of the history each model was fitted on.
+        fitted_end: Vec<i64>,
+        /// End of the history the current forecast was made from.
+        predicted_from: Vec<i64>,
+        warned: Vec<bool>,
+    },
+    /// The true demand ahead, exactly.
+    Oracle { horizon: i64 },
+}
+
+pub struct Planned {
+    name: &'static str,
+    scenario: Arc<Scenario>,
+    foresight: Foresight,
+    forecasts: Vec<Option<Forecast>>,
+    memory: PlanMemory,
+    next_decision: i64,
+    /// Decisions start here (a day before scoring starts).
+    quiet_until: i64,
+}
+
+/// How far ahead a plan at any instant may look: the planner looks `startup + interval +`
+/// [`plan::ACTUATION_ALLOWANCE_SECS`] ahead from `now`, and a forecast starts up to one step
+/// before `now` (at the end of the last finished bucket).
+fn lead_seconds(scenario: &Scenario) -> i64 {
+    let startup = scenario.online.iter().map(|w| w.startup).max().unwrap_or(0);
+    startup + scenario.interval + plan::ACTUATION_ALLOWANCE_SECS
+}
+
+impl Planned {
+    pub fn tideshift(scenario: Arc<Scenario>) -> Self {
+        let step = scenario.forecast_step;
+        let settings = &scenario.spec.forecast;
+        let lead = lead_seconds(&scenario);
+        // Only the steps the planner looks at: a forecast starts up to one step before `now`
+        // and the plan looks `lead` ahead. The rest of `forecast.horizon` (next-peak status
+        // in the daemon) does not change a plan, and a shorter horizon fits much faster.
+        let horizon = ((lead + 2 * step - 1) / step + 1).max(1) as usize;
+        let seasons: Vec<usize> = settings
+            .seasonality
+            .iter()
+            .map(|p| p.as_secs() as i64)
+            .filter(|p| p % step == 0 && p / step >= 2)
+            .map(|p| (p / step) as usize)
+            .collect();
+        let events = match crate::policy::events::expand(
+            &scenario.spec.events,
+            scenario.start - settings.history.as_secs() as i64,
+            scenario.end + horizon as i64 * step,
+        ) {
+            Ok(windows) => windows,
+            Err(e) => {
+                tracing::warn!(error = %e, "events could not be expanded; forecasting without them");
+                Vec::new()
+            }
+        };
+        let count = scenario.online.len();
+        let history_len = ((settings.history.as_secs() as i64 / step).max(1)) as usize;
+        let retrain = (settings.retrain.as_secs() as i64).max(1);
+        Self {
+            name: "tideshift",
+            foresight: Foresight::Forecaster {
+                forecaster: forecast::default_forecaster(),
+                spec: ForecastSpec {
+                    seasons,
+                    events,
+                    horizon,
+                },
+                horizon,
+                history_len,
+                retrain,
+                models: (0..count).map(|_| None).collect(),
+                fitted_at: vec![i64::MIN; count],
+                fitted_end: vec![i64::MIN; count],
+                predicted_from: vec![i64::MIN; count],
+                warned: vec![false; count],
+            },
+            forecasts: vec![None; count],
+            memory: PlanMemory::default(),
+            next_decision: scenario.start,
+            quiet_until: scenario.scored_from - 86_400,
+            scenario,
+        }
+    }
+
+    pub fn oracle(scenario: Arc<Scenario>) -> Self {
+        let count = scenario.online.len();
+        let horizon = lead_seconds(&scenario) + 2 * ORACLE_STEP;
+        Self {
+            name: "oracle",
+            foresight: Foresight::Oracle { horizon },
+            forecasts: vec![None; count],
+            memory: PlanMemory::default(),
+            next_decision: scenario.start,
+            quiet_until: scenario.scored_from - 86_400,
+            scenario,
+        }
+    }
+
+    fn refresh_forecasts(&mut self, now: i64) {
+        let scenario = &self.scenario;
+        match &mut self.foresight {
+            Foresight::Oracle { horizon } => {
+                let from = now.div_euclid(ORACLE_STEP) * ORACLE_STEP;
+                let steps = (*horizon / ORACLE_STEP + 1) as usize;
+                for (w, demand) in scenario.demand.iter().enumerate() {
+                    let values: Vec<f64> = (0..steps)
+                        .map(|i| {
+                            let at = from + i as i64 * ORACLE_STEP;
+                            demand
+                                .as_ref()
+                                .map_or(Some(0.0), |d| d.max_over(at.max(now), at + ORACLE_STEP))
+                                .unwrap_or(f64::NAN)
+                        })
+                        .collect();
+                    self.forecasts[w] = Some(exact(from, ORACLE_STEP, values, "perfect foresight"));
+                }
+            }
+            Foresight::Forecaster {
+                forecaster,
+                spec,
+                horizon,
+                history_len,
+                retrain,
+                models,
+                fitted_at,
+                fitted_end,
+                predicted_from,
+                warned,
+            } => {
+                for (w, demand) in scenario.demand.iter().enumerate() {
+                    let Some(demand) = demand else {
+                        let step = scenario.forecast_step;
+                        let from = now.div_euclid(step) * step;
+                        self.forecasts[w] =
+                            Some(exact(from, step, vec![0.0; *horizon], "no demand trace"));
+                        continue;
+                    };
+                    let Some(history) = demand.history_until(now, *history_len) else {
+                        self.forecasts[w] = None;
+                        continue;
+                    };
+                    let mut refitted = false;
+                    // Refitting on the very same history would give the same model.
+                    let stale = now.saturating_sub(fitted_at[w]) >= *retrain
+                        && history.end() > fitted_end[w];
+                    if models[w].is_none() || stale {
+                        match forecaster.fit(&history, spec) {
+                            Ok(model) => {
+                                models[w] = Some(model);
+                                refitted = true;
+                            }
+                            Err(e) => {
+                                if !warned[w] {
+                                    warned[w] = true;
+                                    tracing::warn!(
+                                        workload = %scenario.online[w].name,
+                                        error = %e,
+                                        "forecaster fit failed; the planner holds"
+                                    );
+                                }
+                            }
+                        }
+                        fitted_at[w] = now;
+                        fitted_end[w] = history.end();
+                    }
+                    if !refitted && predicted_from[w] == history.end() {
+                        continue;
+                    }
+                    let quantile = scenario.spec.online[w].quantile;
+                    self.forecasts[w] = models[w].as_ref().and_then(|model| {
+                        match model.predict(&history, *horizon, quantile) {
+                            Ok(f) => Some(f),
+                            Err(e) => {
+                                tracing::debug!(workload = %scenario.online[w].name, error = %e, "no forecast");
+                                None
+                            }
+                        }
+                    });
+                    predicted_from[w] = history.end();
+                }
+            }
+        }
+    }
+
+    fn to_actions(&self, plan: &Plan) -> Vec<Action> {
+        let index = |name: &str| {
+            self.scenario
+                .online
+                .iter()
+                .position(|w| w.name == name)
+                .or_else(|| {
+                    self.scenario
+                        .offline
+                        .iter()
+                        .position(|w| w.name == name)
+                        .map(|k| self.scenario.offline_index(k))
+                })
+        };
+        plan.shrinks()
+            .chain(plan.grows())
+            .filter_map(|a| index(a.name).map(|w| (w, a.to)))
+            .collect()
+    }
+}
+
+fn exact(start: i64, step: i64, values: Vec<f64>, reason: &str) -> Forecast {
+    Forecast {
+        start,
+        step,
+        point: values.clone(),
+        lower: values.clone(),
+        upper: values,
+        quantile: 0.5,
+        method: ForecastMethod::SeasonalNaive {
+            reason: reason.to_string(),
+        },
+    }
+}
+
+impl Strategy for Planned {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn decide(&mut self, now: i64, cluster: &Cluster, observed: &[Option<f64>]) -> Vec<Action> {
+        if now < self.next_decision {
+            return Vec::new();
+        }
+        if now < self.quiet_until {
+            // Early warm-up: nothing is scored yet; skip the forecaster's cost until a day
+            // before scoring starts, enough to settle the plan and the stabilization windows.
+            return Vec::new();
+        }
+        self.next_decision = now + self.scenario.interval;
+        self.refresh_forecasts(now);
+        let scenario = &self.scenario;
+        let input = PlanInput {
+            now,
+            capacity: scenario.capacity,
+            online: scenario
+                .online
+                .iter()
+                .enumerate()
+                .map(|(w, spec)| OnlineState {
+                    name: spec.name.clone(),
+                    forecast: self.forecasts[w].clone(),
+                    observed_demand: observed[w],
+                    current: cluster.spec(w),
+                    pod: spec.pod,
+                })
+                .collect(),
+            offline: scenario
+                .offline
+                .iter()
+                .enumerate()
+                .map(|(k, spec)| OfflineState {
+                    name: spec.name.clone(),
+                    current: cluster.spec(scenario.offline_index(k)),
+                    pod: spec.pod,
+                })
+                .collect(),
+        };
+        let (plan, memory) = plan::plan(&scenario.spec, &input, &self.memory);
+        self.memory = memory;
+        self.to_actions(&plan)
+    }
+
+    fn band_at(&self, t: i64) -> Option<(f64, f64)> {
+        let mut band = (0.0, 0.0);
+        let mut any = false;
+        for (f, spec) in self.forecasts.iter().zip(&self.scenario.online) {
+            let Some(f) = f else { continue };
+            if t < f.start || f.step <= 0 {
+                continue;
+            }
+            let i = ((t - f.start) / f.step) as usize;
+            if let (Some(lo), Some(hi)) = (f.lower.get(i), f.upper.get(i))
+                && lo.is_finite()
+                && hi.is_finite()
+            {
+                band.0 += lo / spec.per_replica;
+                band.1 += hi / spec.per_replica;
+                any = true;
+            }
+        }
+        any.then_some(band)
+    }
+}

@@ -1,0 +1,713 @@
+//! End-to-end: `tideshift run` on the real test bed (kube-apiserver, scheduler,
+//! controller-manager, KWOK nodes, Prometheus) shifts capacity for a flash sale.
+//!
+//! The cluster has 12 cores of KWOK nodes. At baseline, payment (2) and refund (1) leave 9 pods
+//! of 1 core to batch: a `training` Deployment (6) and a `reports` Job (parallelism 3). The
+//! flash sale (payment ×4, refund ×3) needs 9 online pods, so batch must give way. Demand has
+//! 14 days of history with the same flash sale at the same time of day (backfilled into
+//! Prometheus), so the forecast sees the peak coming; the live peak comes from the test bed's
+//! demand exporter. The daemon runs as a child process with the least-privilege ServiceAccount.
+//!
+//! A second namespace holds the same set-up in `mode: dry-run`, over capacity: the daemon must
+//! report what it would do and write nothing.
+//!
+//! Run through `tests/run`, or: `eval "$(tests/e2e/testbed env)"; cargo test --test e2e_daemon`.
+//! With `TIDESHIFT_BENCH_OUT=FILE` the measured figures are written there as JSON.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::{Value, json};
+use tideshift::policy::ShiftPolicy;
+
+struct Env {
+    admin_kubeconfig: String,
+    daemon_kubeconfig: String,
+    prometheus_url: String,
+    exporter_url: String,
+    state_dir: String,
+    metrics_addr: String,
+}
+
+fn testbed_env() -> Option<Env> {
+    if std::env::var("TIDESHIFT_SKIP_E2E").as_deref() == Ok("1") {
+        eprintln!("skipping the daemon e2e test: TIDESHIFT_SKIP_E2E=1");
+        return None;
+    }
+    let get = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is unset: run the e2e tests through tests/run (it starts the test bed), \
+                 or by hand after `tests/e2e/testbed up && eval \"$(tests/e2e/testbed env)\"`; \
+                 set TIDESHIFT_SKIP_E2E=1 to skip them explicitly"
+            )
+        })
+    };
+    Some(Env {
+        admin_kubeconfig: get("KUBECONFIG"),
+        daemon_kubeconfig: get("TIDESHIFT_DAEMON_KUBECONFIG"),
+        prometheus_url: get("TIDESHIFT_PROMETHEUS_URL"),
+        exporter_url: get("TESTBED_EXPORTER_URL"),
+        state_dir: get("TESTBED_STATE_DIR"),
+        metrics_addr: get("TESTBED_DAEMON_METRICS_ADDR"),
+    })
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
+
+async fn client_from(path: &str) -> Client {
+    let kubeconfig =
+        Kubeconfig::read_from(path).unwrap_or_else(|e| panic!("reading kubeconfig {path}: {e}"));
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("kubeconfig {path}: {e}"));
+    Client::try_from(config).expect("building a kube client")
+}
+
+/// The exporter's scenario shape: 0 outside the peak, 1 on its plateau, linear ramps.
+#[derive(Clone, Copy)]
+struct FlashSale {
+    baseline: f64,
+    peak: f64,
+    /// Start of the plateau, unix seconds.
+    at: i64,
+    ramp: i64,
+    hold: i64,
+}
+
+impl FlashSale {
+    fn demand(&self, t: i64) -> f64 {
+        let (t, at, ramp, end) = (
+            t as f64,
+            self.at as f64,
+            self.ramp as f64,
+            (self.at + self.hold) as f64,
+        );
+        let shape = if t >= at && t <= end {
+            1.0
+        } else if t < at && t > at - ramp {
+            1.0 - (at - t) / ramp
+        } else if t > end && t < end + ramp {
+            1.0 - (t - end) / ramp
+        } else {
+            0.0
+        };
+        self.baseline * (1.0 + (self.peak - 1.0) * shape)
+    }
+
+    fn scenario(&self, name: &str) -> String {
+        format!(
+            "{name}:baseline={},peak_at={},peak={},ramp={}s,hold={}s",
+            self.baseline, self.at, self.peak, self.ramp, self.hold
+        )
+    }
+}
+
+/// Write 14 days of history with the same flash sale every day at the same time, as the
+/// series Prometheus scrapes from the exporter, and turn it into TSDB blocks.
+fn backfill(env: &Env, sales: &[(&str, FlashSale)], now: i64) {
+    let instance = env
+        .exporter_url
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let mut text =
+        String::from("# HELP tideshift_demo_demand demand\n# TYPE tideshift_demo_demand gauge\n");
+    let from = (now - 14 * 86_400) / 60 * 60;
+    let to = now - 180;
+    for (name, sale) in sales {
+        let mut t = from;
+        while t < to {
+            // Yesterday's sale, the day before's, ...: shift the live sale by whole days.
+            let days_back = ((sale.at - t) as f64 / 86_400.0).round() as i64;
+            let value = sale.demand(t + days_back * 86_400);
+            text.push_str(&format!(
+                "tideshift_demo_demand{{instance=\"{instance}\",job=\"demand\",workload=\"{name}\"}} {value} {t}\n"
+            ));
+            t += 60;
+        }
+    }
+    text.push_str("# EOF\n");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("history.om");
+    std::fs::write(&file, text).expect("writing the backfill");
+    let data = format!("{}/prometheus/data", env.state_dir);
+    let out = std::process::Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&file)
+        .arg(&data)
+        .output()
+        .expect("running promtool");
+    assert!(
+        out.status.success(),
+        "promtool failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn prometheus_has(env: &Env, query: &str, at: i64) -> bool {
+    let url = format!("{}/api/v1/query", env.prometheus_url);
+    let Ok(response) = reqwest::Client::new()
+        .get(url)
+        .query(&[("query", query.to_string()), ("time", at.to_string())])
+        .send()
+        .await
+    else {
+        return false;
+    };
+    let Ok(body) = response.json::<Value>().await else {
+        return false;
+    };
+    body["data"]["result"]
+        .as_array()
+        .is_some_and(|r| !r.is_empty())
+}
+
+fn deployment(name: &str, replicas: i32, node_type: &str) -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "nodeSelector": {"type": node_type},
+                    "terminationGracePeriodSeconds": 0,
+                    "containers": [{
+                        "name": "app",
+                        "image": "registry.invalid/tideshift/fake:1",
+                        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}
+                    }]
+                }
+            }
+        }
+    }))
+    .expect("deployment object")
+}
+
+fn job(name: &str, parallelism: i32, node_type: &str) -> Job {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "parallelism": parallelism,
+            "completions": 1000000,
+            "backoffLimit": 1000000,
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "nodeSelector": {"type": node_type},
+                    "terminationGracePeriodSeconds": 0,
+                    "containers": [{
+                        "name": "work",
+                        "image": "registry.invalid/tideshift/fake:1",
+                        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}
+                    }]
+                }
+            }
+        }
+    }))
+    .expect("job object")
+}
+
+/// `series`: the exporter's workload label of this run's demand (unique per run, so history
+/// backfilled by earlier runs never mixes in).
+fn policy(name: &str, mode: &str, series: &str) -> ShiftPolicy {
+    let yaml = format!(
+        r#"
+apiVersion: tideshift.io/v1alpha1
+kind: ShiftPolicy
+metadata: {{name: {name}}}
+spec:
+  mode: {mode}
+  interval: 3s
+  capacity: {{cpu: "12", memory: 24Gi}}
+  online:
+    - name: payment
+      target: {{kind: Deployment, name: payment}}
+      demand: {{query: 'sum(tideshift_demo_demand{{workload="{series}-payment"}})'}}
+      perReplica: 100
+      headroom: 0.1
+      quantile: 0.9
+      replicas: {{min: 2, max: 8}}
+      startup: 20s
+    - name: refund
+      target: {{kind: Deployment, name: refund}}
+      demand: {{query: 'sum(tideshift_demo_demand{{workload="{series}-refund"}})'}}
+      perReplica: 100
+      headroom: 0.1
+      quantile: 0.9
+      replicas: {{min: 1, max: 4}}
+      startup: 20s
+  offline:
+    - name: training
+      target: {{kind: Deployment, name: training}}
+      replicas: {{min: 0, max: 12}}
+      weight: 2
+    - name: reports
+      target: {{kind: Job, name: reports}}
+      replicas: {{min: 0, max: 3}}
+  forecast: {{step: 1m, history: 14d, horizon: 30m, seasonality: [1d], retrain: 10m}}
+  guardrails:
+    scaleDown: {{maxPercentPerMinute: 100, stabilization: 20s}}
+"#
+    );
+    serde_yaml::from_str(&yaml).expect("policy YAML")
+}
+
+/// True when every Deployment has all its replicas Ready.
+async fn all_ready(deployments: &Api<Deployment>) -> bool {
+    let Ok(list) = deployments.list(&ListParams::default()).await else {
+        return false;
+    };
+    !list.items.is_empty()
+        && list.items.iter().all(|d| {
+            d.status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0)
+                >= d.spec.replicas.unwrap_or(1)
+        })
+}
+
+async fn create_namespace(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+}
+
+async fn set_up(client: &Client, ns: &str, training: i32, mode: &str, series: &str) {
+    create_namespace(client, ns).await;
+    // The dry-run copy must not take the cluster's capacity: its pods match no node.
+    let node_type = if mode == "dry-run" { "none" } else { "kwok" };
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    for (name, replicas) in [("payment", 2), ("refund", 1), ("training", training)] {
+        deployments
+            .create(
+                &PostParams::default(),
+                &deployment(name, replicas, node_type),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("creating {ns}/{name}: {e}"));
+    }
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    jobs.create(&PostParams::default(), &job("reports", 3, node_type))
+        .await
+        .unwrap_or_else(|e| panic!("creating {ns}/reports: {e}"));
+    let policies: Api<ShiftPolicy> = Api::namespaced(client.clone(), ns);
+    policies
+        .create(&PostParams::default(), &policy("flash-sale", mode, series))
+        .await
+        .unwrap_or_else(|e| panic!("creating {ns}/flash-sale: {e}"));
+}
+
+#[derive(Clone, Debug, Default)]
+struct Sample {
+    spec: BTreeMap<String, i32>,
+    ready: BTreeMap<String, i32>,
+    online_unschedulable: Vec<String>,
+}
+
+/// `None` when a read failed (the API server is slow under load): a gap, not zeros.
+async fn sample(client: &Client, ns: &str) -> Option<Sample> {
+    let mut s = Sample::default();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    {
+        let list = deployments.list(&ListParams::default()).await.ok()?;
+        for d in list.items {
+            let name = d.metadata.name.clone().unwrap_or_default();
+            s.spec.insert(name.clone(), d.spec.replicas.unwrap_or(1));
+            s.ready
+                .insert(name, d.status.and_then(|st| st.ready_replicas).unwrap_or(0));
+        }
+    }
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    {
+        let j = jobs.get("reports").await.ok()?;
+        let spec = j.spec.unwrap_or_default();
+        let replicas = if spec.suspend.unwrap_or(false) {
+            0
+        } else {
+            spec.parallelism.unwrap_or(1)
+        };
+        s.spec.insert("reports".into(), replicas);
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    {
+        let list = pods.list(&ListParams::default()).await.ok()?;
+        for pod in list.items {
+            let app = pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("app"))
+                .cloned()
+                .unwrap_or_default();
+            let unschedulable = pod.status.as_ref().is_some_and(|st| {
+                st.phase.as_deref() == Some("Pending")
+                    && st.conditions.iter().flatten().any(|c| {
+                        c.type_ == "PodScheduled"
+                            && c.status == "False"
+                            && c.reason.as_deref() == Some("Unschedulable")
+                    })
+            });
+            if unschedulable && (app == "payment" || app == "refund") {
+                s.online_unschedulable
+                    .push(pod.metadata.name.unwrap_or_default());
+            }
+        }
+    }
+    Some(s)
+}
+
+fn percentile(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let index = ((values.len() - 1) as f64 * q).round() as usize;
+    values[index]
+}
+
+/// Deletes the test's namespaces when the test ends, however it ends, so a failed run does not
+/// leave pods holding the test bed's capacity.
+struct Namespaces(String, Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        let kubeconfig = self.0.clone();
+        let names = self.1.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Runtime::new() else {
+                return;
+            };
+            runtime.block_on(async {
+                let client = client_from(&kubeconfig).await;
+                for name in names {
+                    let _ = Api::<Namespace>::all(client.clone())
+                        .delete(&name, &DeleteParams::background())
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Kills the daemon when the test ends, however it ends.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flash_sale_shifts_batch_to_online_before_the_peak_and_back() {
+    let Some(env) = testbed_env() else { return };
+    let admin = client_from(&env.admin_kubeconfig).await;
+    let suffix = format!("{:x}", unix_now() % 0xfffff);
+    let ns = format!("e2e-shift-{suffix}");
+    let dry_ns = format!("e2e-dry-{suffix}");
+    let series = format!("e2e{suffix}");
+    let _cleanup = Namespaces(
+        env.admin_kubeconfig.clone(),
+        vec![ns.clone(), dry_ns.clone()],
+    );
+
+    // The flash sale: plateau 330 s from now, for 120 s, after a 30 s ramp.
+    let now = unix_now();
+    let payment = FlashSale {
+        baseline: 150.0,
+        peak: 4.0,
+        // Room for Prometheus to load the history (up to ~2.5 min) and the workloads to start,
+        // and still more than a minute of forecast lead before the ramp.
+        at: now + 330,
+        ramp: 30,
+        hold: 120,
+    };
+    let refund = FlashSale {
+        baseline: 50.0,
+        peak: 3.0,
+        ..payment
+    };
+    // TESTBED_SCRIPT: the test bed's script when it lives elsewhere (another checkout).
+    let script = std::env::var("TESTBED_SCRIPT")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/testbed").into());
+    let status = std::process::Command::new(&script)
+        .arg("exporter")
+        .arg(payment.scenario(&format!("{series}-payment")))
+        .arg(refund.scenario(&format!("{series}-refund")))
+        // Keep the test bed's default workloads served for other tests.
+        .arg("checkout:baseline=120,daily=0.4,daily_peak=14:00,weekend=0.7,noise=0.05")
+        .arg("search:baseline=40,daily=0.3,daily_peak=11:00,noise=0.05")
+        .status()
+        .expect("running tests/e2e/testbed exporter");
+    assert!(status.success(), "tests/e2e/testbed exporter failed");
+    let payment_series = format!("{series}-payment");
+    let refund_series = format!("{series}-refund");
+    backfill(
+        &env,
+        &[
+            (payment_series.as_str(), payment),
+            (refund_series.as_str(), refund),
+        ],
+        now,
+    );
+    // Prometheus picks up new blocks within about a minute.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let history_query = format!("tideshift_demo_demand{{workload=\"{payment_series}\"}}");
+    while !prometheus_has(&env, &history_query, now - 86_400).await {
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus did not load the backfilled history"
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+
+    set_up(&admin, &ns, 6, "enforce", &series).await;
+    // Dry-run: batch over capacity (training 12), so the plan wants to shrink it.
+    set_up(&admin, &dry_ns, 12, "dry-run", &series).await;
+
+    // Every workload Ready before the daemon starts: the test judges the daemon, not start-up.
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
+    let ready_deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let ready = all_ready(&deployments).await;
+        if ready {
+            break;
+        }
+        assert!(
+            Instant::now() < ready_deadline,
+            "the scenario's Deployments did not become Ready"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let daemon_started = unix_now();
+    assert!(
+        payment.at - payment.ramp - daemon_started >= 60,
+        "set-up took too long: the sale ramps {}s after the daemon starts",
+        payment.at - payment.ramp - daemon_started
+    );
+    let _daemon = Daemon(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tideshift"))
+            .args([
+                "run",
+                "--kubeconfig",
+                &env.daemon_kubeconfig,
+                "--prometheus-url",
+                &env.prometheus_url,
+                "--listen",
+                &env.metrics_addr,
+                "--namespace",
+                &format!("{ns},{dry_ns}"),
+                "--shrink-wait",
+                "20s",
+            ])
+            .env("RUST_LOG", "info,tideshift=debug")
+            .spawn()
+            .expect("starting tideshift run"),
+    );
+
+    // Watch until a minute after the sale.
+    let mut samples: Vec<(i64, Sample)> = Vec::new();
+    let end = payment.at + payment.hold + payment.ramp + 75;
+    while unix_now() < end {
+        if let Some(s) = sample(&admin, &ns).await {
+            samples.push((unix_now(), s));
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+
+    // 1. Online Ready before demand needs it (from shortly before the ramp on; the first
+    //    seconds only see the freshly created pods starting).
+    let watch_from = payment.at - payment.ramp - 20;
+    for (t, s) in samples.iter().filter(|(t, _)| *t >= watch_from) {
+        for (name, sale) in [("payment", payment), ("refund", refund)] {
+            let needed = (sale.demand(*t) / 100.0).ceil() as i32;
+            let ready = s.ready.get(name).copied().unwrap_or(0);
+            assert!(
+                ready >= needed,
+                "{name}: {ready} ready at t={t} but demand {:.0} needs {needed} (sale at {})",
+                sale.demand(*t),
+                sale.at
+            );
+        }
+    }
+    // 2. Batch gives way first.
+    let first_change = |name: &str, grow: bool| {
+        let base = samples[0].1.spec.get(name).copied().unwrap_or(0);
+        samples
+            .iter()
+            .find(|(_, s)| {
+                let v = s.spec.get(name).copied().unwrap_or(0);
+                if grow { v > base } else { v < base }
+            })
+            .map(|(t, _)| *t)
+    };
+    let payment_grew = first_change("payment", true).expect("payment never grew");
+    let batch_shrank = [
+        first_change("training", false),
+        first_change("reports", false),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .expect("batch never shrank");
+    assert!(
+        batch_shrank <= payment_grew,
+        "batch shrank at {batch_shrank}, after payment grew at {payment_grew}"
+    );
+    assert!(
+        payment_grew < payment.at,
+        "payment grew only at {payment_grew}"
+    );
+    // 3. No online pod waited Pending for capacity.
+    for (t, s) in &samples {
+        assert!(
+            s.online_unschedulable.is_empty(),
+            "online pods unschedulable at {t}: {:?}",
+            s.online_unschedulable
+        );
+    }
+    // 4. Batch gets its capacity back after the peak.
+    let sale_over = payment.at + payment.hold + payment.ramp;
+    let restored = samples
+        .iter()
+        .find(|(t, s)| {
+            *t >= sale_over
+                && s.spec.get("training").copied().unwrap_or(0)
+                    + s.spec.get("reports").copied().unwrap_or(0)
+                    >= 9
+        })
+        .map(|(t, _)| *t - sale_over);
+    let restored = restored.expect("batch did not get its capacity back within 75 s of the sale");
+
+    // 5. Status and Events tell the story.
+    let policies: Api<ShiftPolicy> = Api::namespaced(admin.clone(), &ns);
+    let live = policies
+        .get("flash-sale")
+        .await
+        .expect("reading the policy");
+    let status = live.status.expect("status written");
+    assert_eq!(status.observed_generation, live.metadata.generation);
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready condition");
+    assert_eq!(ready.status, "True", "{ready:?}");
+    assert_eq!(status.workloads.len(), 4);
+    assert!(status.last_decision.is_some());
+    let events: Api<Event> = Api::namespaced(admin.clone(), &ns);
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .expect("listing events")
+        .items
+        .into_iter()
+        .filter(|e| e.reporting_controller.as_deref() == Some("tideshift"))
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r == "ShiftUp"),
+        "events: {reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r == "ShiftDown"),
+        "events: {reasons:?}"
+    );
+
+    // 6. Dry-run wrote nothing, but said what it would do.
+    let dry_deployments: Api<Deployment> = Api::namespaced(admin.clone(), &dry_ns);
+    for (name, replicas) in [("payment", 2), ("refund", 1), ("training", 12)] {
+        let d = dry_deployments.get(name).await.expect("dry-run deployment");
+        assert_eq!(d.spec.replicas, Some(replicas), "dry-run changed {name}");
+        let managers: Vec<String> = d
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter_map(|m| m.manager.clone())
+            .collect();
+        assert!(
+            !managers.iter().any(|m| m == "tideshift"),
+            "dry-run wrote {name}: {managers:?}"
+        );
+    }
+    let dry_policy = Api::<ShiftPolicy>::namespaced(admin.clone(), &dry_ns)
+        .get("flash-sale")
+        .await
+        .expect("dry-run policy");
+    let decision = dry_policy
+        .status
+        .and_then(|s| s.last_decision)
+        .expect("dry-run decision in status");
+    assert!(decision.dry_run);
+    assert!(decision.summary.starts_with("would scale"), "{decision:?}");
+
+    // Figures for tests/e2e/bench-shift.
+    let mut decision_to_ready = Vec::new();
+    let mut i = 0;
+    while i < samples.len() {
+        let (t0, s0) = &samples[i];
+        let prev = if i == 0 {
+            0
+        } else {
+            samples[i - 1].1.spec.get("payment").copied().unwrap_or(0)
+        };
+        let now_spec = s0.spec.get("payment").copied().unwrap_or(0);
+        if i > 0
+            && now_spec > prev
+            && let Some((t1, _)) = samples[i..]
+                .iter()
+                .find(|(_, s)| s.ready.get("payment").copied().unwrap_or(0) >= now_spec)
+        {
+            decision_to_ready.push((t1 - t0) as f64);
+        }
+        i += 1;
+    }
+    let underprovisioned = samples
+        .windows(2)
+        .filter(|w| {
+            let (t, s) = &w[0];
+            [("payment", payment), ("refund", refund)]
+                .iter()
+                .any(|(name, sale)| {
+                    s.ready.get(*name).copied().unwrap_or(0)
+                        < (sale.demand(*t) / 100.0).ceil() as i32
+                })
+        })
+        .map(|w| (w[1].0 - w[0].0) as f64)
+        .sum::<f64>();
+    let figures = json!({
+        "decision_to_ready_seconds": {
+            "p50": percentile(&mut decision_to_ready.clone(), 0.5),
+            "max": decision_to_ready.iter().copied().fold(0.0, f64::max),
+        },
+        "underprovisioned_seconds": underprovisioned,
+        "batch_restored_seconds": restored,
+    });
+    eprintln!("figures: {figures}");
+    if let Ok(path) = std::env::var("TIDESHIFT_BENCH_OUT") {
+        std::fs::write(&path, figures.to_string()).expect("writing the figures");
+    }
+}
