@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -12,8 +12,9 @@ use super::units::{Cpu, Memory, PolicyDuration};
 
 /// What a platform team declares: which online services to keep served, which batch work may
 /// give way, the shared capacity, and the guardrails.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
+    cel,
     group = "tideshift.io",
     version = "v1alpha1",
     kind = "ShiftPolicy",
@@ -26,6 +27,9 @@ use super::units::{Cpu, Memory, PolicyDuration};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new(
+    "self.online.all(o, !has(self.offline) || self.offline.all(f, f.name != o.name))"
+).message("workload names must be unique across online and offline"))]
 pub struct ShiftPolicySpec {
     /// `enforce` writes replica counts; `dry-run` forecasts, plans and reports, and writes nothing.
     #[serde(default)]
@@ -36,15 +40,24 @@ pub struct ShiftPolicySpec {
     /// The capacity online and offline workloads share.
     pub capacity: CapacitySpec,
     /// Latency-critical services that must be served at their forecast peak.
+    #[schemars(length(min = 1, max = 100))]
+    #[x_kube(validation = Rule::new("self.all(x, self.exists_one(y, y.name == x.name))")
+        .message("online workload names must be unique"))]
     pub online: Vec<OnlineWorkload>,
     /// Batch work that gives way before a peak and gets the capacity back after it.
     #[serde(default)]
+    #[schemars(length(max = 100))]
+    #[x_kube(validation = Rule::new("self.all(x, self.exists_one(y, y.name == x.name))")
+        .message("offline workload names must be unique"))]
     pub offline: Vec<OfflineWorkload>,
     /// Forecaster settings.
     #[serde(default)]
     pub forecast: ForecastSettings,
     /// Known promotions and drops: regressors for the forecaster.
     #[serde(default)]
+    #[schemars(length(max = 100))]
+    #[x_kube(validation = Rule::new("self.all(x, self.exists_one(y, y.name == x.name))")
+        .message("event names must be unique"))]
     pub events: Vec<EventSpec>,
     /// Limits on how fast and when capacity moves.
     #[serde(default)]
@@ -60,8 +73,10 @@ pub enum Mode {
 }
 
 /// The shared capacity: fixed amounts, or the allocatable of the Nodes a selector picks.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.cpu) || has(self.nodeSelector)")
+    .message("capacity needs cpu (a fixed amount) or nodeSelector (read from Nodes)"))]
 pub struct CapacitySpec {
     /// CPU shared by the workloads of this policy, e.g. `"96"` or `"96000m"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,25 +106,36 @@ pub enum WorkloadKind {
 }
 
 /// Which Kubernetes object carries a workload's replicas.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(
+    validation = Rule::new("self.kind == 'Job' ? has(self.name) != has(self.selector) : has(self.name)")
+        .message("a Deployment or StatefulSet target needs a name; a Job target needs a name or a selector, not both"),
+    validation = Rule::new("self.kind == 'Job' || !has(self.selector)")
+        .message("only Job targets take a selector")
+)]
 pub struct TargetRef {
     pub kind: WorkloadKind,
     /// Object name. For Jobs, either `name` or `selector`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS1123_SUBDOMAIN))]
     pub name: Option<String>,
     /// Defaults to the policy's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = DNS1123_LABEL))]
     pub namespace: Option<String>,
     /// Label selector (Jobs only): every matching Job is one workload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(deny_unknown_fields)]
+#[x_kube(validation = Rule::new("self.min <= self.max").message("replicas.min must not exceed replicas.max"))]
 pub struct ReplicaRange {
+    #[schemars(range(max = 10_000))]
     pub min: u32,
+    #[schemars(range(max = 10_000))]
     pub max: u32,
 }
 
@@ -118,23 +144,35 @@ pub struct ReplicaRange {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DemandSpec {
+    /// PromQL, e.g. `sum(rate(http_requests_total{app="web"}[1m]))`.
+    #[schemars(length(min = 1, max = 4096))]
     pub query: String,
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(
+    validation = Rule::new("self.target.kind != 'Job'")
+        .message("an online workload must be a Deployment or StatefulSet"),
+    validation = Rule::new("self.replicas.max >= 1").message("an online workload needs replicas.max >= 1")
+)]
 pub struct OnlineWorkload {
     /// Unique within the policy; used in metrics, status and traces.
+    #[schemars(length(min = 1, max = 63), regex(pattern = DNS1123_LABEL))]
     pub name: String,
     pub target: TargetRef,
     pub demand: DemandSpec,
     /// Demand one replica serves within its SLO.
+    #[x_kube(validation = Rule::new("self > 0.0").message("perReplica must be greater than 0"))]
     pub per_replica: f64,
     /// Extra capacity on top of the forecast, as a fraction (0.15 = 15%).
     #[serde(default = "defaults::headroom")]
+    #[schemars(range(min = 0, max = 10))]
     pub headroom: f64,
     /// Forecast quantile to plan for (the upper band), in (0.5, 1).
     #[serde(default = "defaults::quantile")]
+    #[x_kube(validation = Rule::new("self > 0.5 && self < 1.0")
+        .message("quantile must be greater than 0.5 and less than 1"))]
     pub quantile: f64,
     pub replicas: ReplicaRange,
     /// How long a new replica takes to become ready: the lead time of a scale-up.
@@ -147,15 +185,18 @@ pub struct OnlineWorkload {
     pub resources: Option<PodResources>,
 }
 
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OfflineWorkload {
     /// Unique within the policy (across online and offline).
+    #[schemars(length(min = 1, max = 63), regex(pattern = DNS1123_LABEL))]
     pub name: String,
     pub target: TargetRef,
     pub replicas: ReplicaRange,
     /// Share of the capacity left by online, relative to other offline workloads.
     #[serde(default = "defaults::weight")]
+    #[schemars(range(max = 1_000_000))]
+    #[x_kube(validation = Rule::new("self > 0.0").message("weight must be greater than 0"))]
     pub weight: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<PodResources>,
@@ -175,6 +216,7 @@ pub struct ForecastSettings {
     pub horizon: PolicyDuration,
     /// Seasonal periods, e.g. `[1d, 7d]`.
     #[serde(default = "defaults::seasonality")]
+    #[schemars(length(max = 4))]
     pub seasonality: Vec<PolicyDuration>,
     /// How often the model is refitted; predictions are refreshed every `interval`.
     #[serde(default = "defaults::retrain")]
@@ -194,18 +236,29 @@ impl Default for ForecastSettings {
 }
 
 /// A known promotion: a fixed start (RFC 3339) or a cron schedule, and a duration.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(
+    validation = Rule::new("has(self.start) != has(self.cron)")
+        .message("an event takes exactly one of start (RFC 3339) or cron"),
+    validation = Rule::new("!has(self.timezone) || has(self.cron)")
+        .message("timezone applies only to cron; start carries its own offset")
+)]
 pub struct EventSpec {
+    #[schemars(length(min = 1, max = 63), regex(pattern = DNS1123_LABEL))]
     pub name: String,
     /// RFC 3339 start, e.g. `2026-11-10T20:00:00+08:00`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), extend("format" = "date-time"))]
     pub start: Option<String>,
-    /// Five-field cron expression, evaluated in `timezone`.
+    /// Five-field cron expression (minute hour day-of-month month day-of-week), evaluated in
+    /// `timezone`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128), regex(pattern = r"^\s*\S+(\s+\S+){4}\s*$"))]
     pub cron: Option<String>,
     /// IANA time zone for `cron`, default UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
     pub timezone: Option<String>,
     pub duration: PolicyDuration,
 }
@@ -220,11 +273,13 @@ pub struct Guardrails {
 }
 
 /// How fast online replicas may be given back.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ScaleDownGuard {
     /// Largest share of an online workload's replicas removed per minute, in percent.
     #[serde(default = "defaults::max_percent_per_minute")]
+    #[schemars(range(max = 100))]
+    #[x_kube(validation = Rule::new("self > 0.0").message("maxPercentPerMinute must be greater than 0"))]
     pub max_percent_per_minute: f64,
     /// An online scale-down happens only when every plan of this window agrees.
     #[serde(default = "defaults::stabilization")]
@@ -310,6 +365,12 @@ pub struct ShortfallStatus {
     pub missing_replicas: u32,
     pub unserved_demand: f64,
 }
+
+/// Names that become label values and metric labels (DNS-1123 label).
+pub const DNS1123_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// Kubernetes object names (DNS-1123 subdomain).
+pub const DNS1123_SUBDOMAIN: &str =
+    "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 
 /// Defaults live in one place so the CRD, the docs and the loader agree.
 pub mod defaults {

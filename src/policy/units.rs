@@ -174,7 +174,7 @@ fn quantity_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> 
 fn quantity_schema() -> Schema {
     json_schema!({
         "x-kubernetes-int-or-string": true,
-        "anyOf": [{"type": "integer"}, {"type": "string"}],
+        "maxLength": 64,
         "pattern": "^(\\+|-)?(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\\+|-)?(([0-9]+(\\.[0-9]*)?)|(\\.[0-9]+))))?$"
     })
 }

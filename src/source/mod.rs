@@ -7,6 +7,7 @@
 
 pub mod exporter;
 pub mod prometheus;
+pub mod trace;
 
 use futures::future::BoxFuture;
 

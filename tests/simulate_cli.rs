@@ -1,0 +1,178 @@
+//! `tideshift simulate` as a user runs it: the bundled example, JSON output, plots, and clear
+//! errors on bad input.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+// tideshift and oracle join once the planner and forecaster are on main.
+const STRATEGIES: [&str; 2] = ["static", "reactive"];
+const FIELDS: [&str; 5] = [
+    "slo_violation_minutes",
+    "unserved_fraction",
+    "batch_core_hours",
+    "scale_actions",
+    "peak_online_replicas",
+];
+
+fn tideshift() -> Command {
+    let mut cmd = Command::cargo_bin("tideshift").expect("the tideshift binary is built");
+    cmd.env("RUST_LOG", "warn");
+    cmd
+}
+
+/// Three days of a daily pattern at 5-minute steps, with a gap: small enough for debug runs.
+fn write_trace(dir: &Path) -> std::path::PathBuf {
+    let mut text = String::from("timestamp,value\n");
+    let start = 1_793_491_200i64;
+    for i in 0..(3 * 288) {
+        if (400..404).contains(&i) {
+            continue;
+        }
+        let hour = (i % 288) as f64 / 12.0;
+        let value = 3_000.0 + 2_500.0 * (std::f64::consts::PI * (hour - 6.0) / 12.0).sin();
+        writeln!(text, "{},{value:.1}", start + i * 300).expect("write to a String");
+    }
+    let path = dir.join("trace.csv");
+    std::fs::write(&path, text).expect("write the trace");
+    path
+}
+
+#[test]
+fn no_flags_runs_the_bundled_example_with_all_four_strategies() {
+    let output = tideshift()
+        .arg("simulate")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let table = String::from_utf8(output).expect("utf-8 output");
+    for strategy in STRATEGIES {
+        assert!(
+            table.lines().any(|l| l.starts_with(strategy)),
+            "no row for {strategy} in:\n{table}"
+        );
+    }
+    assert!(table.contains("festival"));
+}
+
+#[test]
+fn json_has_every_strategy_and_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trace = write_trace(dir.path());
+    let output = tideshift()
+        .args(["simulate", "--json", "--warmup", "1d", "--trace"])
+        .arg(&trace)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let json: serde_json::Value = serde_json::from_slice(&output).expect("stdout is JSON");
+    for strategy in STRATEGIES {
+        let scores = &json["strategies"][strategy];
+        for field in FIELDS {
+            let value = scores[field]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{strategy}.{field} missing in {json}"));
+            assert!(
+                value >= 0.0 && value.is_finite(),
+                "{strategy}.{field} = {value}"
+            );
+        }
+        let unserved = scores["unserved_fraction"].as_f64().unwrap_or(2.0);
+        assert!(unserved <= 1.0);
+    }
+    // The oracle knows the future; the static split never moves.
+    assert_eq!(json["strategies"]["static"]["scale_actions"], 0);
+    assert!(json["strategies"]["reactive"]["scale_actions"].as_u64() > Some(0));
+    // A 5-minute trace is forecast at 5-minute steps, not the policy's 1 minute.
+    assert_eq!(json["forecast_step_seconds"], 300);
+}
+
+#[test]
+fn plot_writes_a_png() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trace = write_trace(dir.path());
+    let png = dir.path().join("out.png");
+    tideshift()
+        .args(["simulate", "--warmup", "1d", "--trace"])
+        .arg(&trace)
+        .arg("--plot")
+        .arg(&png)
+        .assert()
+        .success();
+    let bytes = std::fs::read(&png).expect("the plot was written");
+    assert!(bytes.len() > 10_000, "a real picture, not an empty file");
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+}
+
+#[test]
+fn bad_trace_names_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.csv");
+    std::fs::write(
+        &path,
+        "timestamp,value\n2026-11-01T00:00:00Z,5\nnot-a-time,3\n",
+    )
+    .expect("write");
+    tideshift()
+        .args(["simulate", "--trace"])
+        .arg(&path)
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains(format!("{}:3:", path.display()))
+                .and(predicate::str::contains("invalid timestamp")),
+        );
+    tideshift()
+        .args(["simulate", "--trace", "/nonexistent/trace.csv"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("/nonexistent/trace.csv"));
+    tideshift()
+        .args(["simulate", "--trace", "nobody=/nonexistent/trace.csv"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "no online workload named \"nobody\"",
+        ));
+}
+
+#[test]
+fn bad_policy_gives_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbage = dir.path().join("garbage.yaml");
+    std::fs::write(&garbage, "spec: [this is not a policy").expect("write");
+    tideshift()
+        .args(["simulate", "--policy"])
+        .arg(&garbage)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("garbage.yaml"));
+
+    // A valid policy without pod resources cannot be simulated: say which field.
+    let festival = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/festival.yaml"),
+    )
+    .expect("the bundled policy");
+    let without = festival.replacen("      resources: {cpu: 500m, memory: 1Gi}\n", "", 1);
+    assert_ne!(without, festival);
+    let path = dir.path().join("no-resources.yaml");
+    std::fs::write(&path, without).expect("write");
+    tideshift()
+        .args(["simulate", "--policy"])
+        .arg(&path)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("spec.online[0].resources"));
+
+    tideshift()
+        .args(["simulate", "--policy", "/nonexistent/policy.yaml"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("/nonexistent/policy.yaml"));
+}
