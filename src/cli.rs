@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: watch ShiftPolicy objects and shift replicas every interval.
-    Run(crate::controller::cli::RunArgs),
+    Run(Box<crate::controller::cli::RunArgs>),
     /// Rehearse a policy on past or synthetic traffic, against static, reactive and oracle baselines.
     Simulate(crate::sim::cli::SimulateArgs),
     /// Measure forecast accuracy on M4 Hourly or on a CSV trace.
@@ -36,7 +36,7 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> CliResult {
     match cli.command {
-        Command::Run(args) => crate::controller::cli::run(args),
+        Command::Run(args) => crate::controller::cli::run(*args),
         Command::Simulate(args) => crate::sim::cli::run(args),
         Command::Backtest(args) => crate::forecast::backtest::run(args),
         Command::Check(args) => crate::policy::check::run(args),

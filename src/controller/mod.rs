@@ -1,3 +1,344 @@
-//! The daemon: a kube-rs `Controller` over `ShiftPolicy` objects, one loop per policy.
+//! The daemon: a kube-rs `Controller` over `ShiftPolicy` objects. Each policy is reconciled
+//! every `interval` (requeue): validate, run one cycle (source → forecast → plan → actuate),
+//! then report in status, Events and metrics. A policy that fails validation keeps running on
+//! its last valid generation, and never affects other policies. Only the Lease holder reconciles.
+
 pub mod cli;
+pub mod cycle;
 pub mod leader;
+pub mod status;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use crate::actuate::Actuator;
+use crate::forecast::Forecaster;
+use crate::policy::{ShiftPolicy, ShiftPolicySpec};
+use crate::source::DemandSource;
+use crate::telemetry::Metrics;
+use cycle::{CycleReport, Environment, PolicyMemory};
+use leader::Leadership;
+
+pub const FIELD_MANAGER: &str = "tideshift";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("ShiftPolicy {policy}: status patch failed: {cause}")]
+    Status { policy: String, cause: kube::Error },
+    #[error("ShiftPolicy without a namespace")]
+    NoNamespace,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: kube::Client,
+    pub source: Arc<dyn DemandSource>,
+    pub actuator: Arc<dyn Actuator>,
+    pub forecaster: Arc<dyn Forecaster>,
+    pub metrics: Metrics,
+    pub leadership: Leadership,
+    pub recorder: Recorder,
+    pub shrink_wait: Duration,
+    states: Mutex<HashMap<String, Arc<Mutex<PolicyState>>>>,
+}
+
+/// One policy's memory between reconciles.
+#[derive(Default)]
+struct PolicyState {
+    memory: PolicyMemory,
+    /// The last spec that passed validation, and its generation.
+    last_good: Option<(Option<i64>, ShiftPolicySpec)>,
+    /// Workload (name, class) pairs, to drop their metrics when the policy goes.
+    workloads: Vec<(String, &'static str)>,
+    /// When the last cycle started, and for which generation.
+    last_run: Option<(Instant, Option<i64>)>,
+}
+
+impl Context {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: kube::Client,
+        source: Arc<dyn DemandSource>,
+        actuator: Arc<dyn Actuator>,
+        forecaster: Arc<dyn Forecaster>,
+        metrics: Metrics,
+        leadership: Leadership,
+        reporter: Reporter,
+        shrink_wait: Duration,
+    ) -> Self {
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            source,
+            actuator,
+            forecaster,
+            metrics,
+            leadership,
+            shrink_wait,
+            states: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn state(&self, key: &str) -> Arc<Mutex<PolicyState>> {
+        self.states
+            .lock()
+            .await
+            .entry(key.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Forget policies that are gone from every store: their memory and their metrics.
+    pub async fn prune(&self, stores: &[Store<ShiftPolicy>]) {
+        let mut states = self.states.lock().await;
+        let gone: Vec<String> = states
+            .keys()
+            .filter(|key| {
+                let Some((namespace, name)) = key.split_once('/') else {
+                    return true;
+                };
+                let reference = ObjectRef::<ShiftPolicy>::new(name).within(namespace);
+                !stores.iter().any(|s| s.get(&reference).is_some())
+            })
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(state) = states.remove(&key)
+                && let Some((namespace, name)) = key.split_once('/')
+            {
+                let workloads = state.lock().await.workloads.clone();
+                let workloads: Vec<(String, &str)> = workloads.into_iter().collect();
+                self.metrics.forget_policy(namespace, name, &workloads);
+                tracing::info!(policy = %key, "policy deleted; forgot its state");
+            }
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn interval_of(spec: &ShiftPolicySpec) -> Duration {
+    spec.interval.0.max(Duration::from_secs(1))
+}
+
+pub async fn reconcile(policy: Arc<ShiftPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = policy.namespace().ok_or(Error::NoNamespace)?;
+    let name = policy.name_any();
+    let key = format!("{namespace}/{name}");
+    if !ctx.leadership.is_leader() {
+        // A standby looks again soon, so it picks the policy up quickly after a takeover.
+        return Ok(Action::requeue(
+            interval_of(&policy.spec).min(Duration::from_secs(2)),
+        ));
+    }
+    let state = ctx.state(&key).await;
+    let mut state = state.lock().await;
+    let started = Instant::now();
+    let generation = policy.metadata.generation;
+    // Our own status patches wake the controller too; a cycle runs once per interval unless
+    // the spec changed.
+    let interval = state
+        .last_good
+        .as_ref()
+        .map_or(interval_of(&policy.spec), |(_, spec)| interval_of(spec));
+    if let Some((last, last_generation)) = state.last_run
+        && last_generation == generation
+        && last.elapsed() + Duration::from_millis(100) < interval
+    {
+        return Ok(Action::requeue(interval - last.elapsed()));
+    }
+    state.last_run = Some((started, generation));
+
+    let invalid = match crate::policy::validate::validate(&policy) {
+        Ok(()) => {
+            state.last_good = Some((generation, policy.spec.clone()));
+            None
+        }
+        Err(errors) => Some(
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    };
+    let spec = state.last_good.as_ref().map(|(_, spec)| spec.clone());
+    let report: Option<CycleReport> = match &spec {
+        Some(spec) => {
+            state.workloads = spec
+                .online
+                .iter()
+                .map(|w| (w.name.clone(), "online"))
+                .chain(spec.offline.iter().map(|w| (w.name.clone(), "offline")))
+                .collect();
+            let leadership = ctx.leadership.clone();
+            let may_write = move || leadership.is_leader();
+            let env = Environment {
+                source: ctx.source.as_ref(),
+                actuator: ctx.actuator.as_ref(),
+                forecaster: ctx.forecaster.clone(),
+                may_write: &may_write,
+                shrink_wait: ctx.shrink_wait,
+                metrics: &ctx.metrics,
+                policy: &name,
+                namespace: &namespace,
+            };
+            Some(cycle::run_cycle(&env, spec, &mut state.memory, unix_now()).await)
+        }
+        None => None,
+    };
+    drop(state);
+    ctx.metrics
+        .decision_duration_seconds
+        .with_label_values(&[&name])
+        .observe(started.elapsed().as_secs_f64());
+
+    if let Some(report) = &report {
+        if let Some(direction) = report.direction()
+            && !report.dry_run
+        {
+            ctx.metrics
+                .shifts_total
+                .with_label_values(&[&name, &namespace, direction])
+                .inc();
+        }
+        log_cycle(&key, report);
+    }
+    if let Some(message) = &invalid {
+        tracing::warn!(policy = %key, %message, "invalid policy");
+    }
+
+    // Write nothing, not even status, once leadership is gone.
+    if !ctx.leadership.is_leader() {
+        return Ok(Action::requeue(interval_of(&policy.spec)));
+    }
+    let previous = policy.status.as_ref();
+    let previous_conditions = previous.map(|s| s.conditions.clone()).unwrap_or_default();
+    let judgements = status::judge(report.as_ref(), invalid.as_deref());
+    for j in &judgements {
+        ctx.metrics
+            .policy_condition
+            .with_label_values(&[&name, &namespace, j.type_])
+            .set(i64::from(j.status));
+    }
+    let conditions = status::conditions(&judgements, &previous_conditions, generation);
+    let new_status = status::status(report.as_ref(), conditions, generation, previous);
+    let api: Api<ShiftPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = json!({"status": new_status});
+    if previous == Some(&new_status) {
+        // Nothing new to say.
+    } else if let Err(cause) = api
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        ctx.metrics
+            .kube_api_errors_total
+            .with_label_values(&["patch"])
+            .inc();
+        return Err(Error::Status { policy: key, cause });
+    }
+    let reference = policy.object_ref(&());
+    for event in status::events(report.as_ref(), &judgements, &previous_conditions) {
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            ctx.metrics
+                .kube_api_errors_total
+                .with_label_values(&["create"])
+                .inc();
+            tracing::warn!(policy = %key, error = %e, reason = %event.reason, "event not recorded");
+        }
+    }
+    let interval = spec.as_ref().map_or(interval_of(&policy.spec), interval_of);
+    // Keep the cadence: the next cycle starts one interval after this one started.
+    Ok(Action::requeue(
+        interval
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(200)),
+    ))
+}
+
+fn log_cycle(key: &str, report: &CycleReport) {
+    if !report.applied.is_empty() {
+        tracing::info!(policy = %key, dry_run = report.dry_run, summary = %report.summary(), "shift");
+    }
+    for (workload, why) in &report.missing_metrics {
+        tracing::warn!(policy = %key, %workload, %why, "demand unreadable; holding");
+    }
+    for (workload, why) in &report.conflicts {
+        tracing::warn!(policy = %key, %workload, %why, "conflict; not writing");
+    }
+    for error in &report.errors {
+        tracing::warn!(policy = %key, %error, "cycle error");
+    }
+}
+
+pub fn error_policy(policy: Arc<ShiftPolicy>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(policy = %policy.name_any(), %error, "reconcile failed");
+    Action::requeue(interval_of(&policy.spec).min(Duration::from_secs(10)))
+}
+
+/// Run one Controller per namespace (or one over all namespaces) until `shutdown`; calls
+/// `on_synced` once every policy cache has its first list.
+pub async fn run_controllers(
+    ctx: Arc<Context>,
+    namespaces: &[String],
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
+    on_synced: impl FnOnce() + Send + 'static,
+) {
+    let apis: Vec<Api<ShiftPolicy>> = if namespaces.is_empty() {
+        vec![Api::all(ctx.client.clone())]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| Api::namespaced(ctx.client.clone(), ns))
+            .collect()
+    };
+    let mut stores = Vec::new();
+    let mut runs = Vec::new();
+    for api in apis {
+        let controller = Controller::new(api, watcher::Config::default());
+        stores.push(controller.store());
+        let run = controller
+            .graceful_shutdown_on(shutdown.clone())
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "controller");
+                }
+            });
+        runs.push(run);
+    }
+    let waiting = stores.clone();
+    tokio::spawn(async move {
+        for store in &waiting {
+            if store.wait_until_ready().await.is_err() {
+                return;
+            }
+        }
+        on_synced();
+    });
+    let pruner_ctx = ctx.clone();
+    let pruner_stores = stores.clone();
+    let pruner = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            pruner_ctx.prune(&pruner_stores).await;
+        }
+    });
+    futures::future::join_all(runs).await;
+    pruner.abort();
+}

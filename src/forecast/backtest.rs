@@ -1,10 +1,766 @@
-//! Entry point of `tideshift backtest` (being built).
+//! `tideshift backtest`: forecast accuracy of THE forecaster (`default_forecaster`) on the M4
+//! Hourly set or on any `timestamp,value` trace, next to seasonal naive.
 
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::prep::clean_value;
+use super::{
+    Forecast, ForecastSpec, Forecaster, RegressionConfig, RegressionForecaster, Series,
+    default_forecaster,
+};
 use crate::cli::CliResult;
 
-#[derive(Debug, clap::Args)]
-pub struct BacktestArgs {}
+/// Published M4 Hourly scores of Naive2, the OWA reference.
+pub const NAIVE2_SMAPE: f64 = 18.383;
+pub const NAIVE2_MASE: f64 = 2.395;
+/// M4 Hourly: seasonal period of MASE and the official horizon.
+pub const M4_PERIOD: usize = 24;
+pub const M4_HORIZON: usize = 48;
 
-pub fn run(_args: BacktestArgs) -> CliResult {
-    Err("tideshift backtest is not built yet".into())
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["m4", "trace"])))]
+pub struct BacktestArgs {
+    /// Directory with the M4 `Hourly-train.csv` and `Hourly-test.csv`.
+    #[arg(long, value_name = "DIR")]
+    pub m4: Option<PathBuf>,
+    /// A CSV `timestamp,value` trace (ISO-8601 or epoch seconds).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// Seasonal period in steps (trace): seasonal naive's period and MASE's scale.
+    #[arg(long, requires = "trace")]
+    pub season: Option<usize>,
+    /// Steps per forecast window (trace).
+    #[arg(long, requires = "trace")]
+    pub horizon: Option<usize>,
+    /// Number of last non-overlapping windows to forecast (trace).
+    #[arg(long, requires = "trace", default_value_t = 10)]
+    pub folds: usize,
+    /// Band quantile (the planner's): coverage counts points inside [1-q, q].
+    #[arg(long, default_value_t = 0.95)]
+    pub quantile: f64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Ablation: measure seasonal naive instead of the default forecaster.
+    #[arg(long, hide = true)]
+    pub seasonal_naive: bool,
+    /// Ablation: number of raw lags of the regression.
+    #[arg(long, hide = true)]
+    pub raw_lags: Option<usize>,
+    /// Ablation: ridge penalties of the regression (comma separated).
+    #[arg(long, hide = true, value_delimiter = ',')]
+    pub alphas: Option<Vec<f64>>,
+    /// Ablation: held-out origins per series for the band and the blend.
+    #[arg(long, hide = true)]
+    pub band_origins: Option<usize>,
+    /// Ablation: no blend with seasonal naive.
+    #[arg(long, hide = true)]
+    pub no_blend: bool,
+}
+
+impl BacktestArgs {
+    /// THE forecaster, unless an ablation flag asks for a variant.
+    fn forecaster(&self) -> Box<dyn Forecaster> {
+        if self.seasonal_naive {
+            return Box::new(super::SeasonalNaive);
+        }
+        if self.raw_lags.is_none()
+            && self.alphas.is_none()
+            && self.band_origins.is_none()
+            && !self.no_blend
+        {
+            return default_forecaster();
+        }
+        let mut config = RegressionConfig::default();
+        if let Some(v) = self.raw_lags {
+            config.raw_lags = v;
+        }
+        if let Some(v) = &self.alphas {
+            config.alphas = v.clone();
+        }
+        if let Some(v) = self.band_origins {
+            config.band_origins = v;
+        }
+        config.blend = !self.no_blend;
+        Box::new(RegressionForecaster::new(config))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BacktestError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: line {line}: {message}")]
+    Parse {
+        path: String,
+        line: u64,
+        message: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub fn run(args: BacktestArgs) -> CliResult {
+    if !(args.quantile > 0.5 && args.quantile < 1.0) {
+        return Err(BacktestError::Invalid(format!(
+            "--quantile must be in (0.5, 1), got {}",
+            args.quantile
+        ))
+        .into());
+    }
+    if let Some(dir) = &args.m4 {
+        let report = m4_backtest_with(args.forecaster().as_ref(), dir, args.quantile)?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!("M4 Hourly, {} series, horizon {M4_HORIZON}", report.series);
+            println!("{:<16}{:>10}{:>10}{:>10}", "", "sMAPE", "MASE", "OWA");
+            println!(
+                "{:<16}{:>10.3}{:>10.3}{:>10.3}",
+                "tideshift", report.smape, report.mase, report.owa
+            );
+            println!(
+                "{:<16}{:>10.3}{:>10.3}{:>10.3}",
+                "Naive2 (publ.)", NAIVE2_SMAPE, NAIVE2_MASE, 1.0
+            );
+            println!(
+                "band coverage {:.1}% (nominal {:.0}%), fit + predict {:.2} s",
+                100.0 * report.coverage,
+                100.0 * (2.0 * args.quantile - 1.0),
+                report.seconds
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(trace) = &args.trace else {
+        return Err(BacktestError::Invalid("give --m4 DIR or --trace FILE".to_string()).into());
+    };
+    let season = args
+        .season
+        .ok_or_else(|| BacktestError::Invalid("--trace needs --season S".to_string()))?;
+    let horizon = args
+        .horizon
+        .ok_or_else(|| BacktestError::Invalid("--trace needs --horizon H".to_string()))?;
+    let series = read_trace(trace)?;
+    let report = trace_backtest_with(
+        args.forecaster().as_ref(),
+        &series,
+        season,
+        horizon,
+        args.folds,
+        args.quantile,
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{}: {} folds of {horizon} steps, season {season}",
+            trace.display(),
+            args.folds
+        );
+        println!("{:<16}{:>10}{:>10}{:>10}", "", "sMAPE", "MASE", "coverage");
+        println!(
+            "{:<16}{:>10.3}{:>10.3}{:>9.1}%",
+            "tideshift",
+            report.tideshift.smape,
+            report.tideshift.mase,
+            100.0 * report.tideshift.coverage
+        );
+        println!(
+            "{:<16}{:>10.3}{:>10.3}{:>10}",
+            "seasonal naive", report.seasonal_naive.smape, report.seasonal_naive.mase, "-"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics.
+
+/// sMAPE on the 0-200 scale over the points where the actual value is known.
+pub fn smape(actual: &[f64], forecast: &[f64]) -> f64 {
+    let mut sum = 0.0;
+    let mut n = 0usize;
+    for (&a, &f) in actual.iter().zip(forecast) {
+        if !a.is_finite() || !f.is_finite() {
+            continue;
+        }
+        let denom = a.abs() + f.abs();
+        // Both zero: a perfect forecast of nothing.
+        if denom > 0.0 {
+            sum += 200.0 * (a - f).abs() / denom;
+        }
+        n += 1;
+    }
+    if n == 0 { f64::NAN } else { sum / n as f64 }
+}
+
+/// Mean absolute error of the seasonal naive forecast with period `m` inside `history`.
+pub fn seasonal_naive_scale(history: &[f64], m: usize) -> f64 {
+    let mut sum = 0.0;
+    let mut n = 0usize;
+    for i in m..history.len() {
+        let d = history[i] - history[i - m];
+        if d.is_finite() {
+            sum += d.abs();
+            n += 1;
+        }
+    }
+    if n == 0 { f64::NAN } else { sum / n as f64 }
+}
+
+/// MASE: mean absolute error over the in-sample seasonal naive error.
+pub fn mase(actual: &[f64], forecast: &[f64], scale: f64) -> f64 {
+    let mut sum = 0.0;
+    let mut n = 0usize;
+    for (&a, &f) in actual.iter().zip(forecast) {
+        if a.is_finite() && f.is_finite() {
+            sum += (a - f).abs();
+            n += 1;
+        }
+    }
+    if n == 0 || scale.is_nan() || scale <= 0.0 {
+        f64::NAN
+    } else {
+        sum / n as f64 / scale
+    }
+}
+
+/// (points inside the band, points with a known actual value).
+fn band_hits(actual: &[f64], forecast: &Forecast) -> (usize, usize) {
+    let mut inside = 0;
+    let mut total = 0;
+    for (i, &a) in actual.iter().enumerate() {
+        if !a.is_finite() {
+            continue;
+        }
+        total += 1;
+        if a >= forecast.lower[i] && a <= forecast.upper[i] {
+            inside += 1;
+        }
+    }
+    (inside, total)
+}
+
+fn mean(values: &[f64]) -> f64 {
+    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if finite.is_empty() {
+        f64::NAN
+    } else {
+        finite.iter().sum::<f64>() / finite.len() as f64
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// M4 Hourly.
+
+#[derive(Debug, Serialize)]
+pub struct M4Report {
+    pub series: usize,
+    pub smape: f64,
+    pub mase: f64,
+    pub owa: f64,
+    /// Share of test points inside the band [1-q, q].
+    pub coverage: f64,
+    /// Wall time of fit + predict for all series.
+    pub seconds: f64,
+    /// Share of test points at or below the upper band (nominal q).
+    pub upper_coverage: f64,
+    pub quantile: f64,
+    /// Series the regression did not handle (fell back to seasonal naive).
+    pub fallbacks: usize,
+}
+
+/// One M4 file: series id and values (trailing empty cells dropped).
+pub fn read_m4_file(path: &Path) -> Result<Vec<(String, Vec<f64>)>, BacktestError> {
+    let name = path.display().to_string();
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_path(path)
+        .map_err(|e| BacktestError::Io {
+            path: name.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    let mut out = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| BacktestError::Parse {
+            path: name.clone(),
+            line: e.position().map(|p| p.line()).unwrap_or(0),
+            message: e.to_string(),
+        })?;
+        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        let mut fields = record.iter();
+        let id = fields.next().unwrap_or_default().to_string();
+        let mut values = Vec::with_capacity(record.len());
+        for field in fields {
+            let field = field.trim();
+            if field.is_empty() {
+                break;
+            }
+            let v: f64 = field.parse().map_err(|_| BacktestError::Parse {
+                path: name.clone(),
+                line,
+                message: format!("series {id}: {field:?} is not a number"),
+            })?;
+            values.push(v);
+        }
+        out.push((id, values));
+    }
+    Ok(out)
+}
+
+/// The M4 Hourly set: training histories (hourly steps) and the 48 test values of each.
+pub struct M4Data {
+    pub ids: Vec<String>,
+    pub train: Vec<Series>,
+    pub test: Vec<Vec<f64>>,
+}
+
+pub fn load_m4(dir: &Path) -> Result<M4Data, BacktestError> {
+    let train = read_m4_file(&dir.join("Hourly-train.csv"))?;
+    let test = read_m4_file(&dir.join("Hourly-test.csv"))?;
+    if train.len() != test.len() || train.is_empty() {
+        return Err(BacktestError::Invalid(format!(
+            "{}: {} train series but {} test series",
+            dir.display(),
+            train.len(),
+            test.len()
+        )));
+    }
+    let mut data = M4Data {
+        ids: Vec::with_capacity(train.len()),
+        train: Vec::with_capacity(train.len()),
+        test: Vec::with_capacity(train.len()),
+    };
+    for (i, ((id, history), (test_id, actual))) in train.into_iter().zip(test).enumerate() {
+        if id != test_id {
+            return Err(BacktestError::Invalid(format!(
+                "row {i}: train series {id} but test series {test_id}"
+            )));
+        }
+        if actual.len() != M4_HORIZON {
+            return Err(BacktestError::Invalid(format!(
+                "series {id}: {} test values, expected {M4_HORIZON}",
+                actual.len()
+            )));
+        }
+        data.ids.push(id);
+        data.train.push(Series::new(0, 3600, history));
+        data.test.push(actual);
+    }
+    Ok(data)
+}
+
+/// Fits THE forecaster on all training series at once (it may pool them) and forecasts each.
+pub fn m4_forecasts(data: &M4Data, quantile: f64) -> Result<Vec<Forecast>, BacktestError> {
+    m4_forecasts_with(default_forecaster().as_ref(), data, quantile)
+}
+
+pub fn m4_forecasts_with(
+    forecaster: &dyn Forecaster,
+    data: &M4Data,
+    quantile: f64,
+) -> Result<Vec<Forecast>, BacktestError> {
+    let spec = ForecastSpec {
+        seasons: vec![M4_PERIOD, 7 * M4_PERIOD],
+        events: vec![],
+        horizon: M4_HORIZON,
+    };
+    let models = forecaster.fit_many(&data.train, &spec);
+    let mut forecasts = Vec::with_capacity(models.len());
+    for (i, model) in models.into_iter().enumerate() {
+        let id = &data.ids[i];
+        let model = model.map_err(|e| BacktestError::Invalid(format!("series {id}: {e}")))?;
+        let f = model
+            .predict(&data.train[i], M4_HORIZON, quantile)
+            .map_err(|e| BacktestError::Invalid(format!("series {id}: {e}")))?;
+        forecasts.push(f);
+    }
+    Ok(forecasts)
+}
+
+pub fn m4_backtest(dir: &Path, quantile: f64) -> Result<M4Report, BacktestError> {
+    m4_backtest_with(default_forecaster().as_ref(), dir, quantile)
+}
+
+pub fn m4_backtest_with(
+    forecaster: &dyn Forecaster,
+    dir: &Path,
+    quantile: f64,
+) -> Result<M4Report, BacktestError> {
+    let data = load_m4(dir)?;
+    let started = Instant::now();
+    let forecasts = m4_forecasts_with(forecaster, &data, quantile)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let mut smapes = Vec::with_capacity(data.ids.len());
+    let mut mases = Vec::with_capacity(data.ids.len());
+    let (mut inside, mut below, mut total, mut fallbacks) = (0, 0, 0, 0);
+    for (i, f) in forecasts.iter().enumerate() {
+        let actual = &data.test[i];
+        smapes.push(smape(actual, &f.point));
+        mases.push(mase(
+            actual,
+            &f.point,
+            seasonal_naive_scale(&data.train[i].values, M4_PERIOD),
+        ));
+        tracing::debug!(
+            series = %data.ids[i],
+            smape = smapes[i],
+            mase = mases[i],
+            "M4 series scored"
+        );
+        let (hit, n) = band_hits(actual, f);
+        inside += hit;
+        total += n;
+        below += actual.iter().zip(&f.upper).filter(|(a, u)| a <= u).count();
+        if f.method != super::ForecastMethod::Regression {
+            fallbacks += 1;
+        }
+    }
+    let smape = mean(&smapes);
+    let mase = mean(&mases);
+    Ok(M4Report {
+        series: data.ids.len(),
+        smape,
+        mase,
+        owa: 0.5 * (smape / NAIVE2_SMAPE + mase / NAIVE2_MASE),
+        coverage: inside as f64 / total.max(1) as f64,
+        seconds,
+        upper_coverage: below as f64 / total.max(1) as f64,
+        quantile,
+        fallbacks,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// A CSV trace.
+
+#[derive(Debug, Serialize)]
+pub struct Scores {
+    pub smape: f64,
+    pub mase: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BandScores {
+    pub smape: f64,
+    pub mase: f64,
+    pub coverage: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TraceReport {
+    pub tideshift: BandScores,
+    pub seasonal_naive: Scores,
+    pub folds: usize,
+    pub season: usize,
+    pub horizon: usize,
+    pub quantile: f64,
+    /// Wall time of tideshift's fits and predictions over all folds.
+    pub seconds: f64,
+}
+
+/// Parses a timestamp: epoch seconds, RFC 3339, or `YYYY-MM-DD[ T]HH:MM[:SS]` taken as UTC.
+pub fn parse_timestamp(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Ok(v) = text.parse::<i64>() {
+        return Some(v);
+    }
+    if let Ok(v) = text.parse::<f64>() {
+        return v.is_finite().then_some(v.round() as i64);
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(t.timestamp());
+    }
+    for format in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+    ] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return Some(t.and_utc().timestamp());
+        }
+    }
+    None
+}
+
+/// Reads a `timestamp,value` CSV (header optional) onto a regular grid: the step is the most
+/// common spacing, points share a slot by their mean, and slots without a point are NaN.
+pub fn read_trace(path: &Path) -> Result<Series, BacktestError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| BacktestError::Io {
+        path: name.clone(),
+        source,
+    })?;
+    let mut points: Vec<(i64, f64)> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut fields = line.split(',');
+        let ts_text = fields.next().unwrap_or_default().trim().trim_matches('"');
+        let value_text = fields.next().map(|v| v.trim().trim_matches('"'));
+        let Some(ts) = parse_timestamp(ts_text) else {
+            if points.is_empty() && i == 0 {
+                continue; // a header
+            }
+            return Err(BacktestError::Parse {
+                path: name,
+                line: i as u64 + 1,
+                message: format!("{ts_text:?} is not a timestamp (ISO-8601 or epoch seconds)"),
+            });
+        };
+        let value = match value_text {
+            None => {
+                return Err(BacktestError::Parse {
+                    path: name,
+                    line: i as u64 + 1,
+                    message: "expected timestamp,value".to_string(),
+                });
+            }
+            Some("") => f64::NAN,
+            Some(v) => v.parse::<f64>().map_err(|_| BacktestError::Parse {
+                path: name.clone(),
+                line: i as u64 + 1,
+                message: format!("{v:?} is not a number"),
+            })?,
+        };
+        points.push((ts, value));
+    }
+    regularize(points).map_err(|m| BacktestError::Invalid(format!("{name}: {m}")))
+}
+
+/// Puts `(timestamp, value)` points on a regular grid.
+pub fn regularize(mut points: Vec<(i64, f64)>) -> Result<Series, String> {
+    points.sort_by_key(|p| p.0);
+    if points.len() < 2 {
+        return Err(format!("{} points; a trace needs at least 2", points.len()));
+    }
+    let mut gaps: Vec<i64> = points
+        .windows(2)
+        .map(|w| w[1].0 - w[0].0)
+        .filter(|&d| d > 0)
+        .collect();
+    if gaps.is_empty() {
+        return Err("all points have the same timestamp".to_string());
+    }
+    gaps.sort_unstable();
+    // The most common spacing (the smallest on a tie): jitter and gaps do not change it.
+    let mut step = gaps[0];
+    let mut best = 0;
+    let mut i = 0;
+    while i < gaps.len() {
+        let run = gaps[i..].iter().take_while(|&&g| g == gaps[i]).count();
+        if run > best {
+            best = run;
+            step = gaps[i];
+        }
+        i += run;
+    }
+    let start = points[0].0;
+    let slots = ((points[points.len() - 1].0 - start) / step) as usize + 1;
+    if slots > 50_000_000 {
+        return Err(format!(
+            "{slots} steps of {step}s: the trace is too long or too sparse"
+        ));
+    }
+    let mut sum = vec![0.0; slots];
+    let mut count = vec![0u32; slots];
+    for (ts, v) in points {
+        let v = clean_value(v);
+        if !v.is_finite() {
+            continue;
+        }
+        let slot = (((ts - start) as f64 / step as f64).round() as usize).min(slots - 1);
+        sum[slot] += v;
+        count[slot] += 1;
+    }
+    let values = sum
+        .iter()
+        .zip(&count)
+        .map(|(&s, &c)| if c > 0 { s / c as f64 } else { f64::NAN })
+        .collect();
+    Ok(Series::new(start, step, values))
+}
+
+/// Seasonal periods the forecaster is given for a trace: the season and, when the history
+/// holds enough of it, seven seasons (a week when the season is a day, as in policies'
+/// default `seasonality: [1d, 7d]`).
+pub fn trace_seasons(season: usize, history_len: usize) -> Vec<usize> {
+    let mut seasons = vec![season];
+    if history_len >= 3 * 7 * season {
+        seasons.push(7 * season);
+    }
+    seasons
+}
+
+pub fn trace_backtest(
+    series: &Series,
+    season: usize,
+    horizon: usize,
+    folds: usize,
+    quantile: f64,
+) -> Result<TraceReport, BacktestError> {
+    trace_backtest_with(
+        default_forecaster().as_ref(),
+        series,
+        season,
+        horizon,
+        folds,
+        quantile,
+    )
+}
+
+pub fn trace_backtest_with(
+    forecaster: &dyn Forecaster,
+    series: &Series,
+    season: usize,
+    horizon: usize,
+    folds: usize,
+    quantile: f64,
+) -> Result<TraceReport, BacktestError> {
+    if season == 0 || horizon == 0 || folds == 0 {
+        return Err(BacktestError::Invalid(
+            "--season, --horizon and --folds must be positive".to_string(),
+        ));
+    }
+    let n = series.values.len();
+    if n < folds * horizon + 2 * season {
+        return Err(BacktestError::Invalid(format!(
+            "{n} points; {folds} folds of {horizon} need at least {} (two seasons of history before the first)",
+            folds * horizon + 2 * season
+        )));
+    }
+    let mut ts_smape = Vec::with_capacity(folds);
+    let mut ts_mase = Vec::with_capacity(folds);
+    let mut sn_smape = Vec::with_capacity(folds);
+    let mut sn_mase = Vec::with_capacity(folds);
+    let (mut inside, mut total) = (0, 0);
+    let mut seconds = 0.0;
+    for fold in 0..folds {
+        let start = n - (folds - fold) * horizon;
+        let history = Series::new(series.start, series.step, series.values[..start].to_vec());
+        let actual = &series.values[start..start + horizon];
+        let spec = ForecastSpec {
+            seasons: trace_seasons(season, start),
+            events: vec![],
+            horizon,
+        };
+        let began = Instant::now();
+        let forecast = forecaster
+            .fit(&history, &spec)
+            .and_then(|m| m.predict(&history, horizon, quantile))
+            .map_err(|e| BacktestError::Invalid(format!("fold {fold}: {e}")))?;
+        seconds += began.elapsed().as_secs_f64();
+        let naive = seasonal_naive_repeat(&history.values, season, horizon);
+        let scale = seasonal_naive_scale(&history.values, season);
+        ts_smape.push(smape(actual, &forecast.point));
+        ts_mase.push(mase(actual, &forecast.point, scale));
+        sn_smape.push(smape(actual, &naive));
+        sn_mase.push(mase(actual, &naive, scale));
+        let (hit, count) = band_hits(actual, &forecast);
+        inside += hit;
+        total += count;
+    }
+    Ok(TraceReport {
+        tideshift: BandScores {
+            smape: mean(&ts_smape),
+            mase: mean(&ts_mase),
+            coverage: inside as f64 / total.max(1) as f64,
+        },
+        seasonal_naive: Scores {
+            smape: mean(&sn_smape),
+            mase: mean(&sn_mase),
+        },
+        folds,
+        season,
+        horizon,
+        quantile,
+        seconds,
+    })
+}
+
+/// The last `season` values before the window, repeated; a gap takes the value one more
+/// season back.
+pub fn seasonal_naive_repeat(history: &[f64], season: usize, horizon: usize) -> Vec<f64> {
+    let n = history.len();
+    (0..horizon)
+        .map(|h| {
+            let mut idx = n as i64 - season as i64 + (h % season) as i64;
+            while idx >= 0 {
+                let v = history[idx as usize];
+                if v.is_finite() {
+                    return v;
+                }
+                idx -= season as i64;
+            }
+            f64::NAN
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smape_follows_the_m4_definition() {
+        assert!((smape(&[100.0], &[100.0]) - 0.0).abs() < 1e-12);
+        assert!((smape(&[100.0], &[50.0]) - 200.0 * 50.0 / 150.0).abs() < 1e-9);
+        assert!((smape(&[0.0, 10.0], &[0.0, 0.0]) - 100.0).abs() < 1e-9);
+        assert!((smape(&[f64::NAN, 10.0], &[1.0, 10.0])).abs() < 1e-12);
+    }
+
+    #[test]
+    fn mase_scales_by_in_sample_seasonal_naive() {
+        let history = [1.0, 2.0, 3.0, 2.0, 3.0, 4.0];
+        assert!((seasonal_naive_scale(&history, 3) - 1.0).abs() < 1e-12);
+        assert!((mase(&[5.0, 5.0], &[3.0, 7.0], 1.0) - 2.0).abs() < 1e-12);
+        assert!(mase(&[5.0], &[3.0], 0.0).is_nan());
+    }
+
+    #[test]
+    fn timestamps_in_the_usual_forms() {
+        assert_eq!(parse_timestamp("1700000000"), Some(1_700_000_000));
+        assert_eq!(parse_timestamp("1970-01-01T00:01:00Z"), Some(60));
+        assert_eq!(parse_timestamp("1970-01-01 00:02:00"), Some(120));
+        assert_eq!(parse_timestamp("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(parse_timestamp("yesterday"), None);
+    }
+
+    #[test]
+    fn uneven_points_land_on_a_grid_with_gaps() {
+        let s = regularize(vec![
+            (0, 1.0),
+            (60, 2.0),
+            (125, 3.0),
+            (300, 4.0),
+            (300, 6.0),
+        ])
+        .unwrap();
+        assert_eq!(s.step, 60);
+        assert_eq!(s.values.len(), 6);
+        assert_eq!(s.values[2], 3.0);
+        assert!(s.values[3].is_nan());
+        assert_eq!(s.values[5], 5.0);
+    }
+
+    #[test]
+    fn seasonal_naive_repeats_the_last_season() {
+        let h = [1.0, 2.0, 3.0, 4.0, f64::NAN, 6.0];
+        assert_eq!(seasonal_naive_repeat(&h, 3, 4)[..3], [4.0, 2.0, 6.0]);
+        assert_eq!(seasonal_naive_repeat(&h, 3, 4)[3], 4.0);
+    }
 }

@@ -85,6 +85,17 @@ pub trait Forecaster: Send + Sync {
         history: &Series,
         spec: &ForecastSpec,
     ) -> Result<Box<dyn FittedModel>, ForecastError>;
+
+    /// Fits several series that share a spec and step (the workloads of one policy, or a
+    /// benchmark set). A forecaster may pool them into one model; by default each is fitted
+    /// on its own. One result per history, in order.
+    fn fit_many(
+        &self,
+        histories: &[Series],
+        spec: &ForecastSpec,
+    ) -> Vec<Result<Box<dyn FittedModel>, ForecastError>> {
+        histories.iter().map(|h| self.fit(h, spec)).collect()
+    }
 }
 
 /// A fitted model; cheap to call every cycle.
@@ -100,11 +111,13 @@ pub trait FittedModel: Send + Sync {
 }
 pub mod backtest;
 pub mod prep;
+pub mod regression;
 pub mod seasonal_naive;
 
+pub use regression::{RegressionConfig, RegressionForecaster};
 pub use seasonal_naive::{SeasonalNaive, SeasonalNaiveModel};
 
 /// THE forecaster used by the daemon, `tideshift simulate` and `tideshift backtest`.
 pub fn default_forecaster() -> Box<dyn Forecaster> {
-    Box::new(SeasonalNaive)
+    Box::new(RegressionForecaster::default())
 }

@@ -74,7 +74,7 @@ pub enum PolicyError {
         message: String,
     },
     /// Well-formed, but breaks the rules of [`validate`](super::validate::validate).
-    #[error("{file}: {}", describe_all(errors))]
+    #[error("{}", describe_all(file, errors))]
     Invalid {
         file: String,
         errors: Vec<FieldError>,
@@ -108,12 +108,17 @@ fn line_suffix(line: Option<usize>) -> String {
     line.map(|l| format!(":{l}")).unwrap_or_default()
 }
 
-fn describe_all(errors: &[FieldError]) -> String {
+fn describe_all(file: &str, errors: &[FieldError]) -> String {
     match errors {
-        [one] => one.to_string(),
+        [one] => format!(
+            "{file}{}: {}: {}",
+            line_suffix(one.line),
+            one.path,
+            one.message
+        ),
         many => {
             let listed: Vec<String> = many.iter().map(ToString::to_string).collect();
-            format!("{} problems: {}", many.len(), listed.join("; "))
+            format!("{file}: {} problems: {}", many.len(), listed.join("; "))
         }
     }
 }
@@ -345,7 +350,14 @@ fn clean_message(message: &str) -> String {
     {
         message = rest;
     }
-    message.to_string()
+    // serde's names for Rust types mean little to someone writing YAML.
+    message
+        .replace(
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        )
+        .replace("expected i32", "expected a whole number")
+        .replace("expected f64", "expected a number")
 }
 
 /// What pass 1 learns about a document.

@@ -1,0 +1,1018 @@
+//! One pass of a policy's loop: read demand and workloads, forecast (refitting only every
+//! `retrain`), plan, and apply the plan's shrinks, wait until their pods are gone, then its
+//! grows. Works on the `DemandSource` and `Actuator` traits, so it is tested without a cluster.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::actuate::{Actuator, DryRun, Observed, ScaleOutcome, Target};
+use crate::forecast::{FittedModel, Forecast, ForecastMethod, ForecastSpec, Forecaster, Series};
+use crate::plan::{OfflineState, OnlineState, Plan, PlanInput, PlanMemory, Resources};
+use crate::policy::{Mode, ShiftPolicySpec};
+use crate::source::{DemandSource, last_finite_age};
+use crate::telemetry::Metrics;
+
+/// Stand-in for a resource the policy does not limit: large, but still finite arithmetic.
+const UNLIMITED: f64 = 1e18;
+
+/// Forecast error is measured over this window.
+const ERROR_WINDOW_SECONDS: i64 = 6 * 3600;
+
+/// What stays between cycles of one policy.
+#[derive(Default)]
+pub struct PolicyMemory {
+    pub plan_memory: PlanMemory,
+    pub models: HashMap<String, FittedEntry>,
+    /// Per online workload: the forecast made `startup` ahead for each grid time (point,
+    /// lower, upper), to overlay on observed demand and to measure the error.
+    pub predictions: HashMap<String, BTreeMap<i64, (f64, f64, f64)>>,
+    pub last_plan: Option<Plan>,
+}
+
+pub struct FittedEntry {
+    pub model: Arc<dyn FittedModel>,
+    pub fitted_at: i64,
+    /// What the fit depended on; a change refits at once.
+    pub fingerprint: String,
+}
+
+/// What a cycle needs from the daemon.
+pub struct Environment<'a> {
+    pub source: &'a dyn DemandSource,
+    pub actuator: &'a dyn Actuator,
+    pub forecaster: Arc<dyn Forecaster>,
+    /// Checked before every write: false once leadership is lost.
+    pub may_write: &'a (dyn Fn() -> bool + Send + Sync),
+    /// Longest wait for shrunk pods to be gone before growing anyway.
+    pub shrink_wait: Duration,
+    pub metrics: &'a Metrics,
+    /// Labels `policy`, `namespace` for metrics.
+    pub policy: &'a str,
+    pub namespace: &'a str,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkloadReport {
+    pub name: String,
+    pub class: &'static str,
+    pub target: Target,
+    pub current: u32,
+    pub ready: u32,
+    pub desired: u32,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Applied {
+    pub name: String,
+    pub class: &'static str,
+    pub from: u32,
+    pub to: u32,
+}
+
+/// Everything a cycle learnt and did, for status, Events, metrics and tests.
+#[derive(Clone, Debug, Default)]
+pub struct CycleReport {
+    pub now: i64,
+    pub dry_run: bool,
+    pub plan: Option<Plan>,
+    pub workloads: Vec<WorkloadReport>,
+    /// (workload, why): demand unreadable, the plan held it.
+    pub missing_metrics: Vec<(String, String)>,
+    /// (workload, why): the forecaster fell back or could not fit.
+    pub forecast_notes: Vec<(String, String)>,
+    /// (workload, why): another writer owns it; not written.
+    pub conflicts: Vec<(String, String)>,
+    /// Reads or writes that failed.
+    pub errors: Vec<String>,
+    /// Writes made (or, in dry-run, that would be made), in order.
+    pub applied: Vec<Applied>,
+    /// Shrunk pods still held capacity when the wait ran out.
+    pub shrink_wait_timed_out: bool,
+    /// Leadership was lost during the cycle; the rest was not written.
+    pub lost_leadership: bool,
+}
+
+impl CycleReport {
+    /// One line for status and Events: what moved.
+    pub fn summary(&self) -> String {
+        if self.applied.is_empty() {
+            return "no change".into();
+        }
+        let moves: Vec<String> = self
+            .applied
+            .iter()
+            .map(|a| format!("{} {}→{}", a.name, a.from, a.to))
+            .collect();
+        format!(
+            "{}{}",
+            if self.dry_run {
+                "would scale "
+            } else {
+                "scaled "
+            },
+            moves.join(", ")
+        )
+    }
+
+    /// `up` when an online workload grew (capacity moved to online), else `down`.
+    pub fn direction(&self) -> Option<&'static str> {
+        if self.applied.is_empty() {
+            None
+        } else if self
+            .applied
+            .iter()
+            .any(|a| a.class == "online" && a.to > a.from)
+        {
+            Some("up")
+        } else {
+            Some("down")
+        }
+    }
+}
+
+fn steps(duration: Duration, step: i64) -> usize {
+    (duration.as_secs() as i64).div_euclid(step.max(1)).max(0) as usize
+}
+
+fn fingerprint(spec: &ShiftPolicySpec, query: &str) -> String {
+    format!(
+        "{query}|{}|{}|{}|{:?}|{:?}",
+        spec.forecast.step,
+        spec.forecast.history,
+        spec.forecast.horizon,
+        spec.forecast.seasonality,
+        spec.events
+    )
+}
+
+fn labels<'l>(env: &'l Environment<'l>, workload: &'l str, class: &'l str) -> [&'l str; 4] {
+    [env.policy, env.namespace, workload, class]
+}
+
+struct OnlineRead {
+    forecast: Option<Forecast>,
+    observed_demand: Option<f64>,
+    missing: Option<String>,
+}
+
+async fn read_online(
+    env: &Environment<'_>,
+    spec: &ShiftPolicySpec,
+    memory: &mut PolicyMemory,
+    report: &mut CycleReport,
+    index: usize,
+    now: i64,
+) -> OnlineRead {
+    let workload = &spec.online[index];
+    let step = spec.forecast.step.as_secs().max(1) as i64;
+    let history_start = now - spec.forecast.history.as_secs() as i64;
+    let query = workload.demand.query.as_str();
+    let metric_labels = labels(env, &workload.name, "online");
+
+    let history = env.source.range(query, history_start, now, step).await;
+    let latest = env.source.latest(query).await;
+    let mut missing = None;
+    let history = match history {
+        Ok(series) => Some(series),
+        Err(e) => {
+            env.metrics
+                .prometheus_errors_total
+                .with_label_values(&[e.reason()])
+                .inc();
+            missing = Some(e.to_string());
+            None
+        }
+    };
+    let observed_demand = match latest {
+        Ok(sample) => sample.map(|s| s.value),
+        Err(e) => {
+            env.metrics
+                .prometheus_errors_total
+                .with_label_values(&[e.reason()])
+                .inc();
+            missing.get_or_insert(e.to_string());
+            None
+        }
+    };
+    if let Some(demand) = observed_demand {
+        env.metrics
+            .demand
+            .with_label_values(&metric_labels)
+            .set(demand);
+    }
+    // A series that stopped (the target is gone, the exporter died) is missing, not zero.
+    let stale_after = (3 * step).max(300);
+    if let Some(series) = &history {
+        let age = last_finite_age(series, now);
+        if observed_demand.is_none() && age.is_none_or(|age| age > stale_after) {
+            missing.get_or_insert(format!(
+                "query {query:?}: no value in the last {stale_after}s (stale or absent series)"
+            ));
+        }
+    }
+    if missing.is_some() {
+        return OnlineRead {
+            forecast: None,
+            observed_demand,
+            missing,
+        };
+    }
+    let Some(history) = history else {
+        return OnlineRead {
+            forecast: None,
+            observed_demand,
+            missing,
+        };
+    };
+
+    let horizon = steps(spec.forecast.horizon.0, step).max(1);
+    let print = fingerprint(spec, query);
+    let retrain = spec.forecast.retrain.as_secs() as i64;
+    let needs_fit = memory.models.get(&workload.name).is_none_or(|entry| {
+        entry.fingerprint != print || now - entry.fitted_at >= retrain.max(step)
+    });
+    if needs_fit {
+        let events = match crate::policy::events::expand(
+            &spec.events,
+            history_start,
+            now + spec.forecast.horizon.as_secs() as i64,
+        ) {
+            Ok(events) => events,
+            Err(e) => {
+                report
+                    .forecast_notes
+                    .push((workload.name.clone(), format!("events ignored: {e}")));
+                Vec::new()
+            }
+        };
+        let fit_spec = ForecastSpec {
+            seasons: spec
+                .forecast
+                .seasonality
+                .iter()
+                .map(|season| steps(season.0, step))
+                .filter(|&s| s >= 2)
+                .collect(),
+            events,
+            horizon,
+        };
+        let forecaster = env.forecaster.clone();
+        let training = history.clone();
+        let fitted =
+            tokio::task::spawn_blocking(move || forecaster.fit(&training, &fit_spec)).await;
+        match fitted {
+            Ok(Ok(model)) => {
+                memory.models.insert(
+                    workload.name.clone(),
+                    FittedEntry {
+                        model: Arc::from(model),
+                        fitted_at: now,
+                        fingerprint: print,
+                    },
+                );
+            }
+            Ok(Err(e)) => {
+                report
+                    .forecast_notes
+                    .push((workload.name.clone(), format!("fit failed: {e}")));
+            }
+            Err(e) => {
+                report
+                    .forecast_notes
+                    .push((workload.name.clone(), format!("fit panicked: {e}")));
+            }
+        }
+    }
+    let Some(entry) = memory.models.get(&workload.name) else {
+        return OnlineRead {
+            forecast: None,
+            observed_demand,
+            missing: Some(format!(
+                "no forecast model for {query:?} (too little or unusable history)"
+            )),
+        };
+    };
+    let forecast = match entry.model.predict(&history, horizon, workload.quantile) {
+        Ok(forecast) => forecast,
+        Err(e) => {
+            return OnlineRead {
+                forecast: None,
+                observed_demand,
+                missing: Some(format!("forecast failed: {e}")),
+            };
+        }
+    };
+    if let ForecastMethod::SeasonalNaive { reason } = &forecast.method {
+        report.forecast_notes.push((
+            workload.name.clone(),
+            format!("seasonal-naive fallback: {reason}"),
+        ));
+    }
+    record_forecast(
+        env,
+        memory,
+        &workload.name,
+        &forecast,
+        &history,
+        now,
+        workload.startup.as_secs() as i64,
+    );
+    OnlineRead {
+        forecast: Some(forecast),
+        observed_demand,
+        missing: None,
+    }
+}
+
+/// Keep, for each grid time, the forecast made `lead` seconds before it; export the one for
+/// now next to the observed demand, and the error of the last hours.
+fn record_forecast(
+    env: &Environment<'_>,
+    memory: &mut PolicyMemory,
+    workload: &str,
+    forecast: &Forecast,
+    history: &Series,
+    now: i64,
+    lead: i64,
+) {
+    let predictions = memory.predictions.entry(workload.to_string()).or_default();
+    let step = forecast.step.max(1);
+    let target_time = now + lead.max(0);
+    let index = ((target_time - forecast.start) as f64 / step as f64)
+        .ceil()
+        .max(0.0) as usize;
+    if index < forecast.point.len() {
+        let at = forecast.start + index as i64 * step;
+        predictions.entry(at).or_insert((
+            forecast.point[index],
+            forecast.lower[index],
+            forecast.upper[index],
+        ));
+    }
+    predictions.retain(|&at, _| at >= now - ERROR_WINDOW_SECONDS);
+    let metric_labels = labels(env, workload, "online");
+    if let Some((_, &(point, lower, upper))) = predictions.range(..=now).next_back() {
+        for (band, value) in [("point", point), ("lower", lower), ("upper", upper)] {
+            env.metrics
+                .forecast_demand
+                .with_label_values(&[env.policy, env.namespace, workload, "online", band])
+                .set(value);
+        }
+    }
+    let peak = forecast
+        .upper
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(f64::NAN, f64::max);
+    if peak.is_finite() {
+        env.metrics
+            .forecast_peak_demand
+            .with_label_values(&metric_labels)
+            .set(peak);
+    }
+    let mut errors = Vec::new();
+    for (&at, &(point, _, _)) in predictions.range(..=now) {
+        if at < history.start {
+            continue;
+        }
+        let i = ((at - history.start) / history.step.max(1)) as usize;
+        if let Some(&actual) = history.values.get(i)
+            && actual.is_finite()
+            && actual > 0.0
+            && point.is_finite()
+        {
+            errors.push((actual - point).abs() / actual);
+        }
+    }
+    if !errors.is_empty() {
+        env.metrics
+            .forecast_error_ratio
+            .with_label_values(&metric_labels)
+            .set(errors.iter().sum::<f64>() / errors.len() as f64);
+    }
+}
+
+fn pod_resources(
+    given: Option<&crate::policy::PodResources>,
+    observed: Option<&Observed>,
+) -> Option<Resources> {
+    given
+        .map(|r| Resources {
+            cpu: r.cpu.value,
+            memory: r.memory.value,
+        })
+        .or_else(|| observed.and_then(|o| o.pod))
+}
+
+/// Run one cycle for `spec` (already validated) of the policy in `namespace`.
+pub async fn run_cycle(
+    env: &Environment<'_>,
+    spec: &ShiftPolicySpec,
+    memory: &mut PolicyMemory,
+    now: i64,
+) -> CycleReport {
+    let mut report = CycleReport {
+        now,
+        dry_run: spec.mode == Mode::DryRun,
+        ..Default::default()
+    };
+
+    // Observe every workload.
+    let online_targets: Vec<Target> = spec
+        .online
+        .iter()
+        .map(|w| Target::from_ref(&w.target, env.namespace))
+        .collect();
+    let offline_targets: Vec<Target> = spec
+        .offline
+        .iter()
+        .map(|w| Target::from_ref(&w.target, env.namespace))
+        .collect();
+    let mut observed: HashMap<String, Observed> = HashMap::new();
+    let names = spec
+        .online
+        .iter()
+        .map(|w| (&w.name, "online"))
+        .chain(spec.offline.iter().map(|w| (&w.name, "offline")));
+    for ((name, class), target) in names.zip(online_targets.iter().chain(&offline_targets)) {
+        match env.actuator.observe(target).await {
+            Ok(o) => {
+                let metric_labels = labels(env, name, class);
+                env.metrics
+                    .current_replicas
+                    .with_label_values(&metric_labels)
+                    .set(f64::from(o.replicas));
+                env.metrics
+                    .ready_replicas
+                    .with_label_values(&metric_labels)
+                    .set(f64::from(o.ready));
+                if let Some(conflict) = &o.conflict {
+                    report.conflicts.push((name.clone(), conflict.clone()));
+                }
+                observed.insert(name.clone(), o);
+            }
+            Err(e) => {
+                env.metrics
+                    .kube_api_errors_total
+                    .with_label_values(&[e.verb()])
+                    .inc();
+                report.errors.push(e.to_string());
+            }
+        }
+    }
+
+    // Demand and forecasts.
+    let mut online_states = Vec::with_capacity(spec.online.len());
+    for (index, workload) in spec.online.iter().enumerate() {
+        let read = read_online(env, spec, memory, &mut report, index, now).await;
+        if let Some(why) = &read.missing {
+            report
+                .missing_metrics
+                .push((workload.name.clone(), why.clone()));
+        }
+        let seen = observed.get(&workload.name);
+        let pod = pod_resources(workload.resources.as_ref(), seen);
+        if pod.is_none() && seen.is_some() {
+            report.errors.push(format!(
+                "{}: no pod requests in the policy or the pod template; counted as zero",
+                workload.name
+            ));
+        }
+        online_states.push(OnlineState {
+            name: workload.name.clone(),
+            forecast: read.forecast,
+            observed_demand: read.observed_demand,
+            current: seen.map_or(0, |o| o.replicas),
+            pod: pod.unwrap_or_default(),
+        });
+    }
+    let offline_states: Vec<OfflineState> = spec
+        .offline
+        .iter()
+        .map(|workload| {
+            let seen = observed.get(&workload.name);
+            OfflineState {
+                name: workload.name.clone(),
+                current: seen.map_or(0, |o| o.replicas),
+                pod: pod_resources(workload.resources.as_ref(), seen).unwrap_or_default(),
+            }
+        })
+        .collect();
+
+    // Capacity.
+    let mut capacity = Resources {
+        cpu: spec.capacity.cpu.as_ref().map_or(UNLIMITED, |c| c.value),
+        memory: spec.capacity.memory.as_ref().map_or(UNLIMITED, |m| m.value),
+    };
+    if let Some(selector) = &spec.capacity.node_selector {
+        match env.actuator.node_capacity(selector).await {
+            Ok(nodes) => {
+                if spec.capacity.cpu.is_none() {
+                    capacity.cpu = nodes.cpu;
+                }
+                if spec.capacity.memory.is_none() {
+                    capacity.memory = nodes.memory;
+                }
+            }
+            Err(e) => {
+                env.metrics
+                    .kube_api_errors_total
+                    .with_label_values(&[e.verb()])
+                    .inc();
+                report.errors.push(e.to_string());
+            }
+        }
+    }
+    for (resource, value) in [("cpu", capacity.cpu), ("memory", capacity.memory)] {
+        if value < UNLIMITED {
+            env.metrics
+                .capacity
+                .with_label_values(&[env.policy, env.namespace, resource])
+                .set(value);
+        }
+    }
+
+    // Without every workload's current replicas the plan would move capacity it cannot see.
+    let blind = spec
+        .online
+        .iter()
+        .map(|w| &w.name)
+        .chain(spec.offline.iter().map(|w| &w.name))
+        .any(|name| !observed.contains_key(name));
+    if blind {
+        report
+            .errors
+            .push("not every workload could be read; holding".into());
+        return report;
+    }
+
+    let input = PlanInput {
+        now,
+        capacity,
+        online: online_states,
+        offline: offline_states,
+    };
+    let (mut plan, plan_memory) = crate::plan::plan(spec, &input, &memory.plan_memory);
+    memory.plan_memory = plan_memory;
+    // Belt and braces: unreadable demand never scales an online workload down.
+    for (state, decision) in input.online.iter().zip(plan.online.iter_mut()) {
+        if state.forecast.is_none() && decision.desired < state.current {
+            decision.desired = state.current;
+            decision.reason = format!("holding: demand unreadable ({})", decision.reason);
+        }
+    }
+
+    for (workloads, class, targets) in [
+        (&plan.online, "online", &online_targets),
+        (&plan.offline, "offline", &offline_targets),
+    ] {
+        for (decision, target) in workloads.iter().zip(targets.iter()) {
+            let seen = observed.get(&decision.name);
+            env.metrics
+                .desired_replicas
+                .with_label_values(&labels(env, &decision.name, class))
+                .set(f64::from(decision.desired));
+            report.workloads.push(WorkloadReport {
+                name: decision.name.clone(),
+                class,
+                target: target.clone(),
+                current: decision.current,
+                ready: seen.map_or(0, |o| o.ready),
+                desired: decision.desired,
+                reason: decision.reason.clone(),
+            });
+        }
+    }
+    for workload in &spec.online {
+        let missing = plan
+            .shortfalls
+            .iter()
+            .filter(|s| s.workload == workload.name)
+            .map(|s| s.missing_replicas)
+            .max()
+            .unwrap_or(0);
+        env.metrics
+            .shortfall_replicas
+            .with_label_values(&labels(env, &workload.name, "online"))
+            .set(f64::from(missing));
+    }
+
+    apply(env, &plan, &mut report).await;
+    memory.last_plan = Some(plan.clone());
+    report.plan = Some(plan);
+    report
+}
+
+/// Every shrink, then wait for the shrunk pods to be gone, then every grow.
+async fn apply(env: &Environment<'_>, plan: &Plan, report: &mut CycleReport) {
+    let dry_run = DryRun(env.actuator);
+    let writer: &dyn Actuator = if report.dry_run {
+        &dry_run
+    } else {
+        env.actuator
+    };
+    let by_name: HashMap<&str, (&'static str, Target)> = report
+        .workloads
+        .iter()
+        .map(|w| (w.name.as_str(), (w.class, w.target.clone())))
+        .collect();
+    let in_conflict: Vec<String> = report.conflicts.iter().map(|(n, _)| n.clone()).collect();
+
+    let mut shrunk: Vec<(Target, u32)> = Vec::new();
+    let shrinks: Vec<(String, u32)> = plan.shrinks().map(|a| (a.name.to_string(), a.to)).collect();
+    let grows: Vec<(String, u32)> = plan.grows().map(|a| (a.name.to_string(), a.to)).collect();
+    for (phase, actions) in [("shrink", shrinks), ("grow", grows)] {
+        if phase == "grow" && !shrunk.is_empty() && !report.dry_run {
+            report.shrink_wait_timed_out = !wait_for_pods(env, &shrunk).await;
+        }
+        for (name, desired) in actions {
+            let Some((class, target)) = by_name.get(name.as_str()) else {
+                continue;
+            };
+            if in_conflict.contains(&name) {
+                continue;
+            }
+            if !report.dry_run && !(env.may_write)() {
+                report.lost_leadership = true;
+                return;
+            }
+            match writer.scale(target, desired).await {
+                Ok(ScaleOutcome::Scaled { from, to }) | Ok(ScaleOutcome::DryRun { from, to }) => {
+                    report.applied.push(Applied {
+                        name: name.clone(),
+                        class,
+                        from,
+                        to,
+                    });
+                    if phase == "shrink" {
+                        shrunk.push((target.clone(), to));
+                    }
+                }
+                Ok(ScaleOutcome::Unchanged) => {}
+                Ok(ScaleOutcome::Conflict(why)) => report.conflicts.push((name.clone(), why)),
+                Err(e) => {
+                    env.metrics
+                        .kube_api_errors_total
+                        .with_label_values(&[e.verb()])
+                        .inc();
+                    report.errors.push(e.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// True when every shrunk target's pods are down to its new count within the wait.
+async fn wait_for_pods(env: &Environment<'_>, shrunk: &[(Target, u32)]) -> bool {
+    let deadline = Instant::now() + env.shrink_wait;
+    loop {
+        let mut all_gone = true;
+        for (target, replicas) in shrunk {
+            match env.actuator.pods_holding_capacity(target).await {
+                Ok(pods) if pods <= *replicas => {}
+                Ok(_) => all_gone = false,
+                Err(e) => {
+                    tracing::warn!(%target, error = %e, "cannot count pods after a shrink");
+                    all_gone = false;
+                }
+            }
+        }
+        if all_gone {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The next plan's forecast method names for logs.
+pub fn describe_method(method: &ForecastMethod) -> String {
+    match method {
+        ForecastMethod::Regression => "regression".into(),
+        ForecastMethod::SeasonalNaive { reason } => format!("seasonal-naive ({reason})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use futures::FutureExt;
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::actuate::ActuateError;
+    use crate::source::{Sample, SourceError};
+
+    const NOW: i64 = 1_790_000_040;
+
+    /// Constant demand per query, or an error for queries listed as down.
+    struct FakeSource {
+        demand: HashMap<String, f64>,
+        down: Vec<String>,
+    }
+
+    impl DemandSource for FakeSource {
+        fn range<'a>(
+            &'a self,
+            query: &'a str,
+            start: i64,
+            end: i64,
+            step: i64,
+        ) -> BoxFuture<'a, Result<Series, SourceError>> {
+            async move {
+                if self.down.iter().any(|q| q == query) {
+                    return Err(SourceError::Timeout {
+                        query: query.into(),
+                        seconds: 10,
+                    });
+                }
+                let start = crate::source::align_down(start, step);
+                let len =
+                    crate::source::grid_len(start, crate::source::align_down(end, step), step);
+                Ok(Series::new(start, step, vec![self.demand[query]; len]))
+            }
+            .boxed()
+        }
+
+        fn latest<'a>(
+            &'a self,
+            query: &'a str,
+        ) -> BoxFuture<'a, Result<Option<Sample>, SourceError>> {
+            async move {
+                if self.down.iter().any(|q| q == query) {
+                    return Err(SourceError::Timeout {
+                        query: query.into(),
+                        seconds: 10,
+                    });
+                }
+                Ok(Some(Sample {
+                    at: NOW,
+                    value: self.demand[query],
+                }))
+            }
+            .boxed()
+        }
+    }
+
+    /// Workloads by name with replicas and pods; pods lag a shrink by two polls.
+    #[derive(Default)]
+    struct FakeCluster {
+        workloads: Mutex<HashMap<String, (u32, u32)>>,
+        conflicts: Vec<String>,
+        log: Mutex<Vec<String>>,
+    }
+
+    impl FakeCluster {
+        fn with(workloads: &[(&str, u32)]) -> Self {
+            Self {
+                workloads: Mutex::new(
+                    workloads
+                        .iter()
+                        .map(|(n, r)| (n.to_string(), (*r, *r)))
+                        .collect(),
+                ),
+                ..Default::default()
+            }
+        }
+        fn log(&self) -> Vec<String> {
+            self.log.lock().unwrap().clone()
+        }
+    }
+
+    fn name(target: &Target) -> String {
+        target.name.clone().unwrap()
+    }
+
+    impl Actuator for FakeCluster {
+        fn observe<'a>(
+            &'a self,
+            target: &'a Target,
+        ) -> BoxFuture<'a, Result<Observed, ActuateError>> {
+            async move {
+                let (replicas, _) = self.workloads.lock().unwrap()[&name(target)];
+                Ok(Observed {
+                    replicas,
+                    ready: replicas,
+                    pod: None,
+                    conflict: self
+                        .conflicts
+                        .contains(&name(target))
+                        .then(|| "HorizontalPodAutoscaler x".to_string()),
+                })
+            }
+            .boxed()
+        }
+
+        fn scale<'a>(
+            &'a self,
+            target: &'a Target,
+            replicas: u32,
+        ) -> BoxFuture<'a, Result<ScaleOutcome, ActuateError>> {
+            async move {
+                let mut workloads = self.workloads.lock().unwrap();
+                let entry = workloads.get_mut(&name(target)).unwrap();
+                let from = entry.0;
+                entry.0 = replicas;
+                if replicas > entry.1 {
+                    entry.1 = replicas;
+                }
+                self.log
+                    .lock()
+                    .unwrap()
+                    .push(format!("scale {} {from}->{replicas}", name(target)));
+                Ok(ScaleOutcome::Scaled { from, to: replicas })
+            }
+            .boxed()
+        }
+
+        fn pods_holding_capacity<'a>(
+            &'a self,
+            target: &'a Target,
+        ) -> BoxFuture<'a, Result<u32, ActuateError>> {
+            async move {
+                let mut workloads = self.workloads.lock().unwrap();
+                let entry = workloads.get_mut(&name(target)).unwrap();
+                let pods = entry.1;
+                entry.1 = entry.1.saturating_sub(3).max(entry.0);
+                self.log
+                    .lock()
+                    .unwrap()
+                    .push(format!("pods {} {pods}", name(target)));
+                Ok(pods)
+            }
+            .boxed()
+        }
+    }
+
+    fn spec(mode: &str) -> ShiftPolicySpec {
+        let yaml = format!(
+            r#"
+mode: {mode}
+interval: 5s
+capacity: {{cpu: "10", memory: 100Gi}}
+online:
+  - name: payment
+    target: {{kind: Deployment, name: payment}}
+    demand: {{query: payment_demand}}
+    perReplica: 100
+    headroom: 0
+    replicas: {{min: 1, max: 10}}
+    startup: 10s
+    resources: {{cpu: "1", memory: 1Gi}}
+offline:
+  - name: batch
+    target: {{kind: Deployment, name: batch}}
+    replicas: {{min: 0, max: 10}}
+    resources: {{cpu: "1", memory: 1Gi}}
+forecast: {{step: 1m, history: 1d, horizon: 30m, seasonality: [1h], retrain: 10m}}
+guardrails: {{scaleDown: {{maxPercentPerMinute: 100, stabilization: 20s}}}}
+"#
+        );
+        serde_yaml::from_str(&yaml).unwrap()
+    }
+
+    async fn cycle(
+        spec: &ShiftPolicySpec,
+        source: &FakeSource,
+        cluster: &FakeCluster,
+        memory: &mut PolicyMemory,
+        may_write: bool,
+    ) -> CycleReport {
+        let metrics = Metrics::new();
+        let allow = move || may_write;
+        let env = Environment {
+            source,
+            actuator: cluster,
+            forecaster: Arc::from(crate::forecast::default_forecaster()),
+            may_write: &allow,
+            shrink_wait: Duration::from_secs(5),
+            metrics: &metrics,
+            policy: "checkout",
+            namespace: "shop",
+        };
+        run_cycle(&env, spec, memory, NOW).await
+    }
+
+    fn source(payment: f64) -> FakeSource {
+        FakeSource {
+            demand: [("payment_demand".to_string(), payment)].into(),
+            down: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn batch_shrinks_and_its_pods_are_gone_before_online_grows() {
+        let cluster = FakeCluster::with(&[("payment", 2), ("batch", 8)]);
+        let mut memory = PolicyMemory::default();
+        let report = cycle(
+            &spec("enforce"),
+            &source(750.0),
+            &cluster,
+            &mut memory,
+            true,
+        )
+        .await;
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let log = cluster.log();
+        let shrink = log
+            .iter()
+            .position(|l| l.starts_with("scale batch"))
+            .unwrap();
+        let grow = log
+            .iter()
+            .position(|l| l.starts_with("scale payment"))
+            .unwrap();
+        let batch_gone = log.iter().position(|l| l == "pods batch 2").unwrap();
+        assert!(shrink < batch_gone && batch_gone < grow, "{log:?}");
+        let payment = cluster.workloads.lock().unwrap()["payment"].0;
+        let batch = cluster.workloads.lock().unwrap()["batch"].0;
+        assert!(
+            payment >= 8,
+            "payment serves 750 at 100 per replica: {payment}"
+        );
+        assert!(
+            payment + batch <= 10,
+            "never over capacity: {payment} + {batch}"
+        );
+        assert_eq!(report.direction(), Some("up"));
+        assert!(!report.shrink_wait_timed_out);
+    }
+
+    #[tokio::test]
+    async fn missing_metrics_hold_online_and_never_scale_it_down() {
+        let cluster = FakeCluster::with(&[("payment", 9), ("batch", 1)]);
+        let mut memory = PolicyMemory::default();
+        let mut down = source(100.0);
+        down.down.push("payment_demand".into());
+        let report = cycle(&spec("enforce"), &down, &cluster, &mut memory, true).await;
+        assert_eq!(report.missing_metrics.len(), 1);
+        assert!(report.missing_metrics[0].1.contains("payment_demand"));
+        assert_eq!(cluster.workloads.lock().unwrap()["payment"].0, 9);
+        assert!(
+            !cluster.log().iter().any(|l| l.starts_with("scale payment")),
+            "{:?}",
+            cluster.log()
+        );
+    }
+
+    #[tokio::test]
+    async fn dry_run_and_lost_leadership_write_nothing() {
+        let cluster = FakeCluster::with(&[("payment", 2), ("batch", 8)]);
+        let mut memory = PolicyMemory::default();
+        let report = cycle(
+            &spec("dry-run"),
+            &source(750.0),
+            &cluster,
+            &mut memory,
+            true,
+        )
+        .await;
+        assert!(
+            cluster.log().iter().all(|l| !l.starts_with("scale")),
+            "{:?}",
+            cluster.log()
+        );
+        assert!(report.dry_run);
+        assert!(
+            report.summary().starts_with("would scale"),
+            "{}",
+            report.summary()
+        );
+
+        let cluster = FakeCluster::with(&[("payment", 2), ("batch", 8)]);
+        let mut memory = PolicyMemory::default();
+        let report = cycle(
+            &spec("enforce"),
+            &source(750.0),
+            &cluster,
+            &mut memory,
+            false,
+        )
+        .await;
+        assert!(report.lost_leadership);
+        assert!(cluster.log().is_empty(), "{:?}", cluster.log());
+    }
+
+    #[tokio::test]
+    async fn a_target_in_conflict_is_not_written() {
+        let mut cluster = FakeCluster::with(&[("payment", 2), ("batch", 8)]);
+        cluster.conflicts.push("batch".into());
+        let mut memory = PolicyMemory::default();
+        let report = cycle(
+            &spec("enforce"),
+            &source(750.0),
+            &cluster,
+            &mut memory,
+            true,
+        )
+        .await;
+        assert_eq!(report.conflicts.len(), 1);
+        assert!(!cluster.log().iter().any(|l| l.starts_with("scale batch")));
+    }
+}

@@ -1,0 +1,467 @@
+//! What a cycle tells the user: the `status` of the ShiftPolicy (conditions Ready, Degraded,
+//! Conflict, ForecastShortfall with `observedGeneration`, last decision, workloads, next peak,
+//! shortfalls) and Kubernetes Events. Events fire on changes (a shift, a condition turning
+//! True or back), never once per cycle.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::runtime::events::{Event, EventType};
+
+use super::cycle::CycleReport;
+use crate::policy::{
+    DecisionStatus, PeakStatus, ShiftPolicyStatus, ShortfallStatus, WorkloadStatus,
+};
+
+pub const READY: &str = "Ready";
+pub const DEGRADED: &str = "Degraded";
+pub const CONFLICT: &str = "Conflict";
+pub const FORECAST_SHORTFALL: &str = "ForecastShortfall";
+pub const CONDITION_TYPES: [&str; 4] = [READY, DEGRADED, CONFLICT, FORECAST_SHORTFALL];
+
+/// One condition as this cycle sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Judgement {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+fn rfc3339(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+/// Kubernetes caps condition messages at 32 KiB; keep them readable well below that.
+fn clip(text: String) -> String {
+    if text.chars().count() <= 1000 {
+        text
+    } else {
+        let mut clipped: String = text.chars().take(997).collect();
+        clipped.push_str("...");
+        clipped
+    }
+}
+
+fn list(items: &[(String, String)]) -> String {
+    items
+        .iter()
+        .map(|(name, why)| format!("{name}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The four conditions for a cycle. `invalid` is the validation message when the current
+/// generation is invalid (and the cycle ran on the last valid one, or not at all).
+pub fn judge(report: Option<&CycleReport>, invalid: Option<&str>) -> Vec<Judgement> {
+    let mut ready = Judgement {
+        type_: READY,
+        status: true,
+        reason: "Planned".into(),
+        message: String::new(),
+    };
+    let mut degraded = Judgement {
+        type_: DEGRADED,
+        status: false,
+        reason: "Healthy".into(),
+        message: "demand and workloads readable".into(),
+    };
+    let mut conflict = Judgement {
+        type_: CONFLICT,
+        status: false,
+        reason: "NoOtherWriter".into(),
+        message: "tideshift is the only writer of its targets".into(),
+    };
+    let mut shortfall = Judgement {
+        type_: FORECAST_SHORTFALL,
+        status: false,
+        reason: "CapacitySuffices".into(),
+        message: "the forecast fits the capacity".into(),
+    };
+    match report {
+        Some(report) => {
+            ready.message = report.summary();
+            if report.plan.is_none() {
+                ready.status = false;
+                ready.reason = "NotPlanned".into();
+                ready.message = report.errors.join("; ");
+            } else if !report.errors.is_empty() {
+                ready.status = false;
+                ready.reason = "ActuationFailed".into();
+                ready.message = report.errors.join("; ");
+            } else if report.lost_leadership {
+                ready.status = false;
+                ready.reason = "LostLeadership".into();
+                ready.message = "leadership lost mid-cycle; the next leader continues".into();
+            }
+            if !report.missing_metrics.is_empty() {
+                degraded.status = true;
+                degraded.reason = "MetricsUnavailable".into();
+                degraded.message = format!(
+                    "holding the last plan, never scaling these down: {}",
+                    list(&report.missing_metrics)
+                );
+            } else if report.shrink_wait_timed_out {
+                degraded.status = true;
+                degraded.reason = "ShrinkSlow".into();
+                degraded.message =
+                    "shrunk batch pods still held capacity when the wait ran out; grew anyway"
+                        .into();
+            } else if !report.forecast_notes.is_empty() {
+                degraded.status = true;
+                degraded.reason = "ForecastFallback".into();
+                degraded.message = list(&report.forecast_notes);
+            }
+            if !report.conflicts.is_empty() {
+                conflict.status = true;
+                conflict.reason = "OtherWriter".into();
+                conflict.message =
+                    format!("not writing these targets: {}", list(&report.conflicts));
+            }
+            if let Some(plan) = &report.plan
+                && !plan.shortfalls.is_empty()
+            {
+                shortfall.status = true;
+                shortfall.reason = "CapacityShort".into();
+                shortfall.message = plan
+                    .shortfalls
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{} misses {} replicas ({:.1} demand unserved) at {}",
+                            s.workload,
+                            s.missing_replicas,
+                            s.unserved_demand,
+                            rfc3339(s.at)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+            }
+        }
+        None => {
+            ready.status = false;
+            ready.reason = "NotPlanned".into();
+        }
+    }
+    if let Some(message) = invalid {
+        ready.status = false;
+        ready.reason = "InvalidPolicy".into();
+        ready.message = if report.is_some() {
+            format!("{message}; running the last valid generation")
+        } else {
+            format!("{message}; nothing applied")
+        };
+    }
+    for judgement in [&mut ready, &mut degraded, &mut conflict, &mut shortfall] {
+        judgement.message = clip(std::mem::take(&mut judgement.message));
+    }
+    vec![ready, degraded, conflict, shortfall]
+}
+
+/// Conditions with `lastTransitionTime` kept from `previous` when the status did not change.
+pub fn conditions(
+    judgements: &[Judgement],
+    previous: &[Condition],
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    judgements
+        .iter()
+        .map(|j| {
+            let status = if j.status { "True" } else { "False" };
+            let last_transition_time = previous
+                .iter()
+                .find(|c| c.type_ == j.type_ && c.status == status)
+                .map(|c| c.last_transition_time.clone())
+                .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
+            Condition {
+                type_: j.type_.to_string(),
+                status: status.to_string(),
+                reason: j.reason.clone(),
+                message: j.message.clone(),
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect()
+}
+
+/// The whole status for a cycle; `previous` keeps what a cycle that did not plan cannot know.
+pub fn status(
+    report: Option<&CycleReport>,
+    conditions: Vec<Condition>,
+    generation: Option<i64>,
+    previous: Option<&ShiftPolicyStatus>,
+) -> ShiftPolicyStatus {
+    let Some(report) = report.filter(|r| r.plan.is_some()) else {
+        return ShiftPolicyStatus {
+            observed_generation: generation,
+            conditions,
+            ..previous.cloned().unwrap_or_default()
+        };
+    };
+    let plan = report.plan.as_ref();
+    let previous_decision = previous.and_then(|p| p.last_decision.clone());
+    let last_decision = if report.applied.is_empty() {
+        previous_decision.or_else(|| {
+            Some(DecisionStatus {
+                time: rfc3339(report.now),
+                summary: "no change".into(),
+                dry_run: report.dry_run,
+            })
+        })
+    } else {
+        Some(DecisionStatus {
+            time: rfc3339(report.now),
+            summary: report.summary(),
+            dry_run: report.dry_run,
+        })
+    };
+    ShiftPolicyStatus {
+        observed_generation: generation,
+        conditions,
+        last_decision,
+        workloads: report
+            .workloads
+            .iter()
+            .map(|w| WorkloadStatus {
+                name: w.name.clone(),
+                class: w.class.to_string(),
+                desired: w.desired,
+                current: w.current,
+                reason: Some(w.reason.clone()).filter(|r| !r.is_empty()),
+            })
+            .collect(),
+        next_peak: plan
+            .and_then(|p| p.next_peak.as_ref())
+            .map(|peak| PeakStatus {
+                workload: peak.workload.clone(),
+                at: rfc3339(peak.at),
+                demand: if peak.demand.is_finite() {
+                    peak.demand
+                } else {
+                    0.0
+                },
+                replicas: peak.replicas,
+            }),
+        shortfalls: plan
+            .map(|p| {
+                p.shortfalls
+                    .iter()
+                    .map(|s| ShortfallStatus {
+                        workload: s.workload.clone(),
+                        at: rfc3339(s.at),
+                        missing_replicas: s.missing_replicas,
+                        unserved_demand: if s.unserved_demand.is_finite() {
+                            s.unserved_demand
+                        } else {
+                            0.0
+                        },
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+fn event(type_: EventType, reason: &str, action: &str, note: String) -> Event {
+    Event {
+        type_,
+        reason: reason.into(),
+        note: Some(clip(note)),
+        action: action.into(),
+        secondary: None,
+    }
+}
+
+/// Events for this cycle: every applied shift, and each condition that changed.
+pub fn events(
+    report: Option<&CycleReport>,
+    judgements: &[Judgement],
+    previous: &[Condition],
+) -> Vec<Event> {
+    let mut out = Vec::new();
+    if let Some(report) = report
+        && let Some(direction) = report.direction()
+    {
+        let reason = match (report.dry_run, direction) {
+            (true, _) => "DryRunShift",
+            (false, "up") => "ShiftUp",
+            (false, _) => "ShiftDown",
+        };
+        out.push(event(EventType::Normal, reason, "Scale", report.summary()));
+    }
+    let was = |type_: &str| {
+        previous
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.status == "True", c.reason.clone()))
+    };
+    for j in judgements {
+        let before = was(j.type_);
+        let changed = match &before {
+            None => j.status != (j.type_ == READY),
+            Some((status, reason)) => *status != j.status || (j.status && *reason != j.reason),
+        };
+        if !changed {
+            continue;
+        }
+        let bad = if j.type_ == READY {
+            !j.status
+        } else {
+            j.status
+        };
+        let (type_, reason) = if bad {
+            (EventType::Warning, j.reason.clone())
+        } else {
+            (EventType::Normal, format!("{}Resolved", j.type_))
+        };
+        let note = if j.message.is_empty() {
+            format!("{} is now {}", j.type_, j.status)
+        } else {
+            j.message.clone()
+        };
+        out.push(event(type_, &reason, "Reconcile", note));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::cycle::Applied;
+    use crate::plan::{ForecastShortfall, Plan};
+
+    fn report() -> CycleReport {
+        CycleReport {
+            now: 1_790_000_000,
+            plan: Some(Plan {
+                now: 1_790_000_000,
+                online: vec![],
+                offline: vec![],
+                shortfalls: vec![],
+                next_peak: None,
+            }),
+            applied: vec![
+                Applied {
+                    name: "batch".into(),
+                    class: "offline",
+                    from: 8,
+                    to: 2,
+                },
+                Applied {
+                    name: "payment".into(),
+                    class: "online",
+                    from: 2,
+                    to: 6,
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_shift_up_is_an_event_and_conditions_keep_their_transition_time() {
+        let report = report();
+        let judgements = judge(Some(&report), None);
+        assert!(judgements.iter().all(|j| j.status == (j.type_ == READY)));
+        let first = conditions(&judgements, &[], Some(3));
+        let events_now = events(Some(&report), &judgements, &[]);
+        assert_eq!(events_now.len(), 1, "only the shift: nothing turned bad");
+        assert_eq!(events_now[0].reason, "ShiftUp");
+        assert_eq!(
+            events_now[0].note.as_deref(),
+            Some("scaled batch 8→2, payment 2→6")
+        );
+        let again = conditions(&judgements, &first, Some(3));
+        assert_eq!(
+            again[0].last_transition_time, first[0].last_transition_time,
+            "unchanged status keeps its transition time"
+        );
+        assert_eq!(again[0].observed_generation, Some(3));
+    }
+
+    #[test]
+    fn missing_metrics_degrade_once_and_recover_once() {
+        let mut report = report();
+        report.applied.clear();
+        report
+            .missing_metrics
+            .push(("payment".into(), "query \"x\": timed out".into()));
+        let bad = judge(Some(&report), None);
+        let degraded = bad.iter().find(|j| j.type_ == DEGRADED).unwrap();
+        assert!(degraded.status);
+        assert!(degraded.message.contains("never scaling these down"));
+        let healthy = conditions(
+            &judge(
+                Some(&CycleReport {
+                    missing_metrics: vec![],
+                    ..report.clone()
+                }),
+                None,
+            ),
+            &[],
+            None,
+        );
+        let turned_bad = events(Some(&report), &bad, &healthy);
+        assert_eq!(turned_bad.len(), 1);
+        assert_eq!(turned_bad[0].reason, "MetricsUnavailable");
+        assert_eq!(turned_bad[0].type_, EventType::Warning);
+        let still_bad = events(Some(&report), &bad, &conditions(&bad, &[], None));
+        assert!(still_bad.is_empty(), "no event per cycle while it lasts");
+        let recovered = events(
+            None,
+            &judge(
+                Some(&CycleReport {
+                    missing_metrics: vec![],
+                    ..report
+                }),
+                None,
+            ),
+            &conditions(&bad, &[], None),
+        );
+        assert_eq!(recovered[0].reason, "DegradedResolved");
+    }
+
+    #[test]
+    fn invalid_policy_and_shortfall_are_reported() {
+        let mut report = report();
+        report
+            .plan
+            .as_mut()
+            .unwrap()
+            .shortfalls
+            .push(ForecastShortfall {
+                workload: "payment".into(),
+                at: 1_790_000_600,
+                missing_replicas: 3,
+                unserved_demand: 450.0,
+            });
+        let judgements = judge(
+            Some(&report),
+            Some("spec.online[0].replicas.max: below min"),
+        );
+        let ready = &judgements[0];
+        assert!(!ready.status);
+        assert_eq!(ready.reason, "InvalidPolicy");
+        assert!(ready.message.contains("last valid generation"));
+        let shortfall = judgements
+            .iter()
+            .find(|j| j.type_ == FORECAST_SHORTFALL)
+            .unwrap();
+        assert!(shortfall.status);
+        assert!(shortfall.message.contains("payment misses 3 replicas"));
+        let status = status(
+            Some(&report),
+            conditions(&judgements, &[], Some(2)),
+            Some(2),
+            None,
+        );
+        assert_eq!(status.shortfalls[0].missing_replicas, 3);
+        assert_eq!(status.shortfalls[0].at, "2026-09-21T14:23:20Z");
+        assert_eq!(
+            status.last_decision.unwrap().summary,
+            "scaled batch 8→2, payment 2→6"
+        );
+    }
+}
