@@ -943,7 +943,7 @@ spec:
         assert_eq!(clean_message("spec: bad duration"), "bad duration");
         assert_eq!(
             clean_message("invalid type: string, expected u32"),
-            "invalid type: string, expected u32"
+            "invalid type: string, expected a whole number from 0 to 4294967295"
         );
     }
 }
