@@ -1,0 +1,1060 @@
+//! Fault classes on the real test bed (issue 7): Prometheus down, slow or erroring; bad metric
+//! data; an API server restart mid-shift; an etcd stall; leader loss; a competing writer; bad
+//! policies; security. Each test runs `tideshift run` as a child process with the
+//! least-privilege ServiceAccount, injects its fault with the real components (a fault proxy in
+//! front of the real Prometheus, `tests/e2e/testbed restart|pause|resume`), and judges what the
+//! daemon wrote (its own log of writes, JSON lines) and reported (status, Events, metrics).
+//!
+//! Every test writes `{"passed", "wrong_scale_actions", "lost_actions", "recovery_seconds"}` to
+//! `$TIDESHIFT_FAULTS_OUT/<class>.json` when that is set (`tests/e2e/faults --json` collects
+//! them), then asserts. The tests share one cluster, so they run one at a time (a lock), each
+//! in its own namespace with its own series, removed at the end.
+//!
+//! Run through `tests/e2e/faults`, `tests/run`, or after `eval "$(tests/e2e/testbed env)"`:
+//! `cargo test --test e2e_faults -- --test-threads=1 --nocapture`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::{Value, json};
+use tideshift::policy::{ShiftPolicy, ShiftPolicyStatus};
+
+// ---- environment -------------------------------------------------------------------------
+
+#[allow(dead_code)] // used by the classes that land next
+struct Env {
+    admin_kubeconfig: String,
+    daemon_kubeconfig: String,
+    prometheus_url: String,
+    metrics_addr: String,
+    faults_scrape_addr: String,
+    script: String,
+}
+
+fn testbed_env() -> Option<Env> {
+    if std::env::var("TIDESHIFT_SKIP_E2E").as_deref() == Ok("1") {
+        eprintln!("skipping the fault tests: TIDESHIFT_SKIP_E2E=1");
+        return None;
+    }
+    let get = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is unset: run the fault tests through tests/e2e/faults or tests/run \
+                 (they start the test bed), or by hand after `tests/e2e/testbed up && eval \
+                 \"$(tests/e2e/testbed env)\"`; set TIDESHIFT_SKIP_E2E=1 to skip them explicitly"
+            )
+        })
+    };
+    Some(Env {
+        admin_kubeconfig: get("KUBECONFIG"),
+        daemon_kubeconfig: get("TIDESHIFT_DAEMON_KUBECONFIG"),
+        prometheus_url: get("TIDESHIFT_PROMETHEUS_URL"),
+        metrics_addr: get("TESTBED_DAEMON_METRICS_ADDR"),
+        faults_scrape_addr: get("TESTBED_FAULTS_SCRAPE_ADDR"),
+        script: std::env::var("TESTBED_SCRIPT")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/testbed").into()),
+    })
+}
+
+/// The classes share one cluster (and the test bed's components): one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+fn suffix() -> String {
+    format!("{:x}", (unix_now() * 10.0) as u64 % 0xffffff)
+}
+
+async fn client_from(path: &str) -> Client {
+    let kubeconfig =
+        Kubeconfig::read_from(path).unwrap_or_else(|e| panic!("reading kubeconfig {path}: {e}"));
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("kubeconfig {path}: {e}"));
+    // A stalled etcd or a restarting API server must not hang the test's own reads.
+    config.read_timeout = Some(Duration::from_secs(10));
+    config.write_timeout = Some(Duration::from_secs(10));
+    Client::try_from(config).expect("building a kube client")
+}
+
+#[allow(dead_code)] // used by the classes that land next
+fn testbed(env: &Env, args: &[&str]) {
+    let status = std::process::Command::new(&env.script)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("running {} {args:?}: {e}", env.script));
+    assert!(status.success(), "tests/e2e/testbed {args:?} failed");
+}
+
+/// Poll `check` every `every` until it gives a value, or panic naming `what` after `timeout`.
+async fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+// ---- figures -----------------------------------------------------------------------------
+
+#[derive(Debug, Default, serde::Serialize)]
+struct Figures {
+    passed: bool,
+    wrong_scale_actions: usize,
+    lost_actions: usize,
+    recovery_seconds: Option<f64>,
+}
+
+/// Write the class's figures (for tests/e2e/faults), then fail the test if they are bad.
+fn report(class: &str, figures: &Figures, problems: &[String]) {
+    eprintln!(
+        "{class}: {}",
+        serde_json::to_string(figures).unwrap_or_default()
+    );
+    if let Ok(dir) = std::env::var("TIDESHIFT_FAULTS_OUT") {
+        let path = PathBuf::from(dir).join(format!("{class}.json"));
+        std::fs::write(&path, serde_json::to_string(figures).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    }
+    assert!(problems.is_empty(), "{class}: {problems:#?}");
+    assert!(figures.passed, "{class}: {figures:?}");
+}
+
+// ---- cluster objects ---------------------------------------------------------------------
+
+/// Deletes the test's namespaces when the test ends, however it ends.
+struct Namespaces(String, Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        let kubeconfig = self.0.clone();
+        let names = self.1.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Runtime::new() else {
+                return;
+            };
+            runtime.block_on(async {
+                let client = client_from(&kubeconfig).await;
+                for name in names {
+                    let _ = Api::<Namespace>::all(client.clone())
+                        .delete(&name, &DeleteParams::background())
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn create_namespace(client: &Client, name: &str) {
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+}
+
+/// Small pods (0.1 core) so that every class fits the test bed's nodes with room to spare.
+fn deployment(name: &str, replicas: i32) -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "nodeSelector": {"type": "kwok"},
+                    "terminationGracePeriodSeconds": 0,
+                    "containers": [{
+                        "name": "app",
+                        "image": "registry.invalid/tideshift/fake:1",
+                        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}
+                    }]
+                }
+            }
+        }
+    }))
+    .expect("deployment object")
+}
+
+async fn create_deployments(client: &Client, ns: &str, items: &[(&str, i32)]) {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    for (name, replicas) in items {
+        api.create(&PostParams::default(), &deployment(name, *replicas))
+            .await
+            .unwrap_or_else(|e| panic!("creating {ns}/{name}: {e}"));
+    }
+}
+
+/// The demand the test bed's exporter serves with 14 days of history (see docs/testbed.md).
+const CHECKOUT: &str = r#"sum(tideshift_demo_demand{workload="checkout"})"#;
+
+/// A policy over online `{prefix}payment` and offline `{prefix}training` (Deployments of 0.1
+/// core), with a budget of 12 pods.
+fn policy_yaml(name: &str, prefix: &str, query: &str, per_replica: u32) -> String {
+    let query = query.replace('\'', "''");
+    format!(
+        r#"
+apiVersion: tideshift.io/v1alpha1
+kind: ShiftPolicy
+metadata: {{name: {name}}}
+spec:
+  interval: 3s
+  capacity: {{cpu: 1200m, memory: 12Gi}}
+  online:
+    - name: {prefix}payment
+      target: {{kind: Deployment, name: {prefix}payment}}
+      demand: {{query: '{query}'}}
+      perReplica: {per_replica}
+      headroom: 0.1
+      quantile: 0.9
+      replicas: {{min: 1, max: 12}}
+      startup: 10s
+  offline:
+    - name: {prefix}training
+      target: {{kind: Deployment, name: {prefix}training}}
+      replicas: {{min: 0, max: 12}}
+  forecast: {{step: 1m, history: 3d, horizon: 30m, seasonality: [1d], retrain: 10m}}
+  guardrails:
+    scaleDown: {{maxPercentPerMinute: 100, stabilization: 20s}}
+"#
+    )
+}
+
+fn policy(name: &str, prefix: &str, query: &str, per_replica: u32) -> ShiftPolicy {
+    serde_yaml::from_str(&policy_yaml(name, prefix, query, per_replica)).expect("policy YAML")
+}
+
+async fn create_policy(client: &Client, ns: &str, policy: &ShiftPolicy) {
+    Api::<ShiftPolicy>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), policy)
+        .await
+        .unwrap_or_else(|e| panic!("creating policy in {ns}: {e}"));
+}
+
+async fn patch_policy(client: &Client, ns: &str, name: &str, patch: Value) {
+    Api::<ShiftPolicy>::namespaced(client.clone(), ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("patching policy {ns}/{name}: {e}"));
+}
+
+async fn status_of(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Option<(ShiftPolicy, ShiftPolicyStatus)> {
+    let policy = Api::<ShiftPolicy>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .ok()?;
+    let status = policy.status.clone()?;
+    Some((policy, status))
+}
+
+fn condition<'s>(
+    status: &'s ShiftPolicyStatus,
+    type_: &str,
+) -> Option<(&'s str, &'s str, &'s str)> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+}
+
+fn is_true(status: &ShiftPolicyStatus, type_: &str) -> bool {
+    condition(status, type_).is_some_and(|(s, _, _)| s == "True")
+}
+
+/// Ready, the current generation seen, and every workload at its desired replicas: the plan
+/// is applied. Returns the desired replicas by workload.
+async fn settled(client: &Client, ns: &str, name: &str) -> Option<BTreeMap<String, u32>> {
+    let (policy, status) = status_of(client, ns, name).await?;
+    if status.observed_generation != policy.metadata.generation
+        || !is_true(&status, "Ready")
+        || status.workloads.is_empty()
+        || status.workloads.iter().any(|w| w.current != w.desired)
+    {
+        return None;
+    }
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let mut desired = BTreeMap::new();
+    for w in &status.workloads {
+        let spec = deployments.get(&w.name).await.ok()?.spec.replicas?;
+        if spec as u32 != w.desired {
+            return None;
+        }
+        desired.insert(w.name.clone(), w.desired);
+    }
+    Some(desired)
+}
+
+async fn wait_settled(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+) -> BTreeMap<String, u32> {
+    wait_until(
+        &format!("policy {ns}/{name} to be Ready with its plan applied"),
+        timeout,
+        async || settled(client, ns, name).await,
+    )
+    .await
+}
+
+async fn replicas(client: &Client, ns: &str, name: &str) -> Option<u32> {
+    let d = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .ok()?;
+    Some(d.spec.replicas? as u32)
+}
+
+/// Reasons of tideshift's Events on the policies of `ns`.
+async fn event_reasons(client: &Client, ns: &str) -> Vec<String> {
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map(|list| {
+            list.items
+                .into_iter()
+                .filter(|e| e.reporting_controller.as_deref() == Some("tideshift"))
+                .filter_map(|e| e.reason)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// ---- the daemon under test ---------------------------------------------------------------
+
+#[allow(dead_code)] // used by the classes that land next
+fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+    listener.local_addr().expect("local address").to_string()
+}
+
+/// A scale write the daemon made, from its JSON log.
+#[derive(Clone, Debug)]
+struct Write {
+    at: f64,
+    target: String,
+    from: u64,
+    to: u64,
+}
+
+/// `tideshift run` as a child process; killed when dropped. Its stderr (JSON lines) goes to a
+/// file: the record of every write it made.
+struct Daemon {
+    child: std::process::Child,
+    log: PathBuf,
+    metrics_addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn spawn(env: &Env, prometheus_url: &str, metrics_addr: &str, extra: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("daemon.log");
+        let file = std::fs::File::create(&log).expect("daemon log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tideshift"))
+            .args([
+                "run",
+                "--kubeconfig",
+                &env.daemon_kubeconfig,
+                "--prometheus-url",
+                prometheus_url,
+                "--listen",
+                metrics_addr,
+            ])
+            .args(extra)
+            .env("RUST_LOG", "info,tideshift=debug")
+            .env("TIDESHIFT_LOG_FORMAT", "json")
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("starting tideshift run");
+        Daemon {
+            child,
+            log,
+            metrics_addr: metrics_addr.to_string(),
+            _dir: dir,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn writes(&self) -> Vec<Write> {
+        self.log_text()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|v| v["fields"]["message"] == "scaled")
+            .filter_map(|v| {
+                let at = chrono::DateTime::parse_from_rfc3339(v["timestamp"].as_str()?).ok()?;
+                Some(Write {
+                    at: at.timestamp_micros() as f64 / 1e6,
+                    target: v["fields"]["target"].as_str()?.to_string(),
+                    from: v["fields"]["from"].as_u64()?,
+                    to: v["fields"]["to"].as_u64()?,
+                })
+            })
+            .collect()
+    }
+
+    #[allow(dead_code)] // used by the classes that land next
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sum of a metric's samples whose labels contain every `label="value"` in `with`.
+    async fn metric(&self, name: &str, with: &[&str]) -> Option<f64> {
+        let text = reqwest::get(format!("http://{}/metrics", self.metrics_addr))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let mut sum = None;
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix(name) else {
+                continue;
+            };
+            if !(rest.starts_with('{') || rest.starts_with(' ')) {
+                continue;
+            }
+            if !with.iter().all(|l| rest.contains(l)) {
+                continue;
+            }
+            if let Some(value) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+                *sum.get_or_insert(0.0) += value;
+            }
+        }
+        sum
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[allow(dead_code)] // used by the classes that land next
+fn writes_to<'w>(writes: &'w [Write], ns: &str, name: &str) -> Vec<&'w Write> {
+    let target = format!("Deployment {ns}/{name}");
+    writes.iter().filter(|w| w.target == target).collect()
+}
+
+// ---- a fault-injecting HTTP proxy in front of Prometheus -------------------------------------
+
+const PASS: u8 = 0;
+const ERROR_5XX: u8 = 1;
+const HANG: u8 = 2;
+
+struct ProxyState {
+    upstream: String,
+    mode: AtomicU8,
+    requests: AtomicU64,
+    /// Every distinct Authorization header value seen.
+    authorizations: Mutex<Vec<String>>,
+    client: reqwest::Client,
+}
+
+/// Passes requests to Prometheus, answers 503, or hangs (past the daemon's timeout); `refuse`
+/// closes the port (connection refused) until `restore`. Every response says
+/// `Connection: close`, so no pooled connection outlives a refusal.
+struct Proxy {
+    addr: SocketAddr,
+    state: Arc<ProxyState>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+async fn proxy_handler(
+    axum::extract::State(state): axum::extract::State<Arc<ProxyState>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    let headers = request.headers().clone();
+    if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        let mut seen = state
+            .authorizations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !seen.iter().any(|s| s == auth) {
+            seen.push(auth.to_string());
+        }
+    }
+    let close = [("connection", "close")];
+    match state.mode.load(Ordering::SeqCst) {
+        ERROR_5XX => {
+            return (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                close,
+                "injected fault: 503",
+            )
+                .into_response();
+        }
+        HANG => {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            return (axum::http::StatusCode::GATEWAY_TIMEOUT, close).into_response();
+        }
+        _ => {}
+    }
+    let method = request.method().clone();
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/".to_string(), |p| p.to_string());
+    let Ok(body) = axum::body::to_bytes(request.into_body(), 16 << 20).await else {
+        return (axum::http::StatusCode::BAD_REQUEST, close).into_response();
+    };
+    let mut upstream = state
+        .client
+        .request(method, format!("{}{path}", state.upstream))
+        .body(body);
+    if let Some(ct) = headers.get("content-type").and_then(|v| v.to_str().ok()) {
+        upstream = upstream.header("content-type", ct);
+    }
+    match upstream.send().await {
+        Ok(response) => {
+            let status = axum::http::StatusCode::from_u16(response.status().as_u16())
+                .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+            let ct = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/json")
+                .to_string();
+            let bytes = response.bytes().await.unwrap_or_default();
+            (
+                status,
+                [("connection", "close"), ("content-type", ct.as_str())],
+                bytes,
+            )
+                .into_response()
+        }
+        Err(e) => (axum::http::StatusCode::BAD_GATEWAY, close, e.to_string()).into_response(),
+    }
+}
+
+impl Proxy {
+    async fn start(upstream: &str) -> Proxy {
+        let state = Arc::new(ProxyState {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            mode: AtomicU8::new(PASS),
+            requests: AtomicU64::new(0),
+            authorizations: Mutex::new(Vec::new()),
+            client: reqwest::Client::new(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let mut proxy = Proxy {
+            addr,
+            state,
+            server: None,
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let app = axum::Router::new()
+            .fallback(proxy_handler)
+            .with_state(self.state.clone());
+        self.server = Some(tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        }));
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn set(&self, mode: u8) {
+        self.state.mode.store(mode, Ordering::SeqCst);
+    }
+
+    /// Close the port: connections are refused.
+    async fn refuse(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+            let _ = server.await;
+        }
+    }
+
+    async fn restore(&mut self) {
+        self.set(PASS);
+        if self.server.is_none() {
+            let listener = wait_until(
+                "the proxy's port to be free again",
+                Duration::from_secs(30),
+                async || tokio::net::TcpListener::bind(self.addr).await.ok(),
+            )
+            .await;
+            self.serve(listener);
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+// ---- 1. Prometheus down, slow, erroring ------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_down_slow_or_erroring_holds_the_plan_and_recovers() {
+    let Some(env) = testbed_env() else { return };
+    let _serial = SERIAL.lock().await;
+    let admin = client_from(&env.admin_kubeconfig).await;
+    let ns = format!("faults-prom-{}", suffix());
+    let _cleanup = Namespaces(env.admin_kubeconfig.clone(), vec![ns.clone()]);
+    create_namespace(&admin, &ns).await;
+    create_deployments(&admin, &ns, &[("payment", 2), ("training", 8)]).await;
+    create_policy(&admin, &ns, &policy("shop", "", CHECKOUT, 50)).await;
+
+    let mut proxy = Proxy::start(&env.prometheus_url).await;
+    let daemon = Daemon::spawn(
+        &env,
+        &proxy.url(),
+        &env.metrics_addr,
+        &[
+            "--namespace",
+            &ns,
+            "--prometheus-timeout",
+            "2s",
+            "--shrink-wait",
+            "20s",
+        ],
+    );
+    let before = wait_settled(&admin, &ns, "shop", Duration::from_secs(240)).await;
+    let payment_before = before["payment"];
+    eprintln!("settled before the faults: {before:?}");
+
+    let mut problems = Vec::new();
+    let mut wrong = 0;
+    let mut recovery: f64 = 0.0;
+    let mut fault_windows = Vec::new();
+    for fault in ["5xx", "hang", "refused"] {
+        let started = unix_now();
+        match fault {
+            "5xx" => proxy.set(ERROR_5XX),
+            "hang" => proxy.set(HANG),
+            _ => proxy.refuse().await,
+        }
+        // Degraded, said three ways: the condition, an Event, the metric.
+        let degraded = wait_until(
+            &format!("Degraded=True during Prometheus {fault}"),
+            Duration::from_secs(120),
+            async || {
+                let (_, status) = status_of(&admin, &ns, "shop").await?;
+                condition(&status, "Degraded")
+                    .filter(|(s, _, _)| *s == "True")
+                    .map(|(_, reason, message)| (reason.to_string(), message.to_string()))
+            },
+        )
+        .await;
+        if degraded.0 != "MetricsUnavailable" {
+            problems.push(format!("{fault}: Degraded reason {degraded:?}"));
+        }
+        let gauge = daemon
+            .metric(
+                "tideshift_policy_condition",
+                &["type=\"Degraded\"", "policy=\"shop\""],
+            )
+            .await;
+        if gauge != Some(1.0) {
+            problems.push(format!(
+                "{fault}: tideshift_policy_condition{{type=Degraded}} = {gauge:?}"
+            ));
+        }
+        if fault == "refused" {
+            // A change made during the outage must be applied once Prometheus is back.
+            patch_policy(&admin, &ns, "shop", json!({"spec": {"online": [
+                serde_yaml::from_str::<Value>(&format!(
+                    "{{name: payment, target: {{kind: Deployment, name: payment}}, demand: {{query: '{CHECKOUT}'}}, perReplica: 25, headroom: 0.1, quantile: 0.9, replicas: {{min: 1, max: 12}}, startup: 10s}}"
+                )).expect("online workload")
+            ]}})).await;
+        }
+        // Hold the fault for several cycles.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let payment_during = replicas(&admin, &ns, "payment").await;
+        if payment_during.is_some_and(|p| p < payment_before) {
+            problems.push(format!(
+                "{fault}: payment scaled down to {payment_during:?}"
+            ));
+        }
+        proxy.restore().await;
+        let ended = unix_now();
+        wait_until(
+            &format!("Degraded=False after Prometheus {fault}"),
+            Duration::from_secs(120),
+            async || {
+                let (_, status) = status_of(&admin, &ns, "shop").await?;
+                (!is_true(&status, "Degraded") && is_true(&status, "Ready")).then_some(())
+            },
+        )
+        .await;
+        recovery = recovery.max(unix_now() - ended);
+        fault_windows.push((fault, started, unix_now()));
+    }
+    // The change made during the outage: payment grows (batch gives way), nothing lost.
+    let after = wait_settled(&admin, &ns, "shop", Duration::from_secs(120)).await;
+    let lost = usize::from(after["payment"] <= payment_before);
+    if lost > 0 {
+        problems.push(format!(
+            "the change made during the outage was not applied: {before:?} -> {after:?}"
+        ));
+    }
+
+    let writes = daemon.writes();
+    for (fault, from, to) in &fault_windows {
+        for w in writes.iter().filter(|w| w.at >= *from && w.at <= *to) {
+            // The only write allowed while demand is unreadable: none. After recovery, the
+            // policy change (payment up, training down) is due.
+            let recovered_change = *fault == "refused" && w.at > *to - recovery - 1.0;
+            if !recovered_change {
+                wrong += 1;
+                problems.push(format!("write during Prometheus {fault}: {w:?}"));
+            }
+        }
+    }
+    let online_down = writes
+        .iter()
+        .filter(|w| w.target.ends_with("/payment") && w.to < w.from)
+        .count();
+    if online_down > 0 {
+        wrong += online_down;
+        problems.push(format!(
+            "payment scaled down {online_down} times: {writes:?}"
+        ));
+    }
+    let reasons = event_reasons(&admin, &ns).await;
+    if !reasons.iter().any(|r| r == "MetricsUnavailable") {
+        problems.push(format!("no MetricsUnavailable Event: {reasons:?}"));
+    }
+    for reason in ["http", "timeout", "unreachable"] {
+        let count = daemon
+            .metric(
+                "tideshift_prometheus_errors_total",
+                &[&format!("reason=\"{reason}\"")],
+            )
+            .await
+            .unwrap_or(0.0);
+        if count < 1.0 {
+            problems.push(format!(
+                "tideshift_prometheus_errors_total{{reason={reason}}} = {count}"
+            ));
+        }
+    }
+    let figures = Figures {
+        passed: problems.is_empty(),
+        wrong_scale_actions: wrong,
+        lost_actions: lost,
+        recovery_seconds: Some((recovery * 10.0).round() / 10.0),
+    };
+    report("prometheus", &figures, &problems);
+}
+
+// ---- 7. bad policies --------------------------------------------------------------------------
+
+/// Policies the CRD's OpenAPI schema or CEL rules refuse at apply: (what, YAML).
+fn refused_at_apply() -> Vec<(&'static str, String)> {
+    let good = policy_yaml("bad", "", CHECKOUT, 50);
+    let swap = |from: &str, to: &str| {
+        assert!(good.contains(from), "{from:?} not in the template");
+        good.replacen(from, to, 1)
+    };
+    vec![
+        (
+            "replicas.min > replicas.max",
+            swap("replicas: {min: 1, max: 12}", "replicas: {min: 5, max: 2}"),
+        ),
+        ("perReplica 0", swap("perReplica: 50", "perReplica: 0")),
+        ("quantile 0.4", swap("quantile: 0.9", "quantile: 0.4")),
+        ("headroom 11", swap("headroom: 0.1", "headroom: 11")),
+        (
+            "duration not a duration",
+            swap("interval: 3s", "interval: 3 seconds"),
+        ),
+        (
+            "unknown mode",
+            swap("  interval: 3s", "  mode: yolo\n  interval: 3s"),
+        ),
+        (
+            "online Job target",
+            swap(
+                "target: {kind: Deployment, name: payment}",
+                "target: {kind: Job, name: payment}",
+            ),
+        ),
+        (
+            "Deployment target without name",
+            swap(
+                "target: {kind: Deployment, name: payment}",
+                "target: {kind: Deployment}",
+            ),
+        ),
+        (
+            "selector on a Deployment",
+            swap(
+                "target: {kind: Deployment, name: training}",
+                "target: {kind: Deployment, name: training, selector: {team: x}}",
+            ),
+        ),
+        (
+            "capacity without cpu or nodeSelector",
+            swap(
+                "capacity: {cpu: 1200m, memory: 12Gi}",
+                "capacity: {memory: 12Gi}",
+            ),
+        ),
+        ("quantity not a quantity", swap("cpu: 1200m", "cpu: lots")),
+        ("no online workload", {
+            let start = good.find("  online:").expect("online");
+            let end = good.find("  offline:").expect("offline");
+            format!("{}  online: []\n{}", &good[..start], &good[end..])
+        }),
+        (
+            "duplicate workload names",
+            swap("- name: training", "- name: payment"),
+        ),
+        (
+            "offline weight 0",
+            swap(
+                "replicas: {min: 0, max: 12}",
+                "replicas: {min: 0, max: 12}\n      weight: 0",
+            ),
+        ),
+        (
+            "maxPercentPerMinute 0",
+            swap("maxPercentPerMinute: 100", "maxPercentPerMinute: 0"),
+        ),
+        (
+            "workload name not DNS-1123",
+            swap("- name: payment", "- name: Payment_API"),
+        ),
+        (
+            "target namespace not DNS-1123",
+            swap("name: training}", "name: training, namespace: Not_Valid}"),
+        ),
+        (
+            "event with start and cron",
+            swap(
+                "  guardrails:",
+                "  events: [{name: sale, start: \"2026-11-11T00:00:00Z\", cron: \"0 20 * * *\", duration: 1h}]\n  guardrails:",
+            ),
+        ),
+        (
+            "empty demand query",
+            swap(
+                &format!("demand: {{query: '{}'}}", CHECKOUT.replace('\'', "''")),
+                "demand: {query: ''}",
+            ),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_policies_are_refused_at_apply_or_reported_and_never_stop_others() {
+    let Some(env) = testbed_env() else { return };
+    let _serial = SERIAL.lock().await;
+    let admin = client_from(&env.admin_kubeconfig).await;
+    let ns = format!("faults-policy-{}", suffix());
+    let _cleanup = Namespaces(env.admin_kubeconfig.clone(), vec![ns.clone()]);
+    create_namespace(&admin, &ns).await;
+    let mut problems = Vec::new();
+
+    // 1. What the API server refuses: nothing is stored.
+    let api: Api<ShiftPolicy> = Api::namespaced(admin.clone(), &ns);
+    for (what, yaml) in refused_at_apply() {
+        let object: Value = serde_yaml::from_str(&yaml).expect("bad policy YAML");
+        let dynamic: kube::api::DynamicObject = serde_json::from_value(object).expect("object");
+        let raw: Api<kube::api::DynamicObject> = Api::namespaced_with(
+            admin.clone(),
+            &ns,
+            &kube::api::ApiResource::erase::<ShiftPolicy>(&()),
+        );
+        match raw.create(&PostParams::default(), &dynamic).await {
+            Err(kube::Error::Api(status)) if status.code == 422 => {
+                eprintln!("refused at apply: {what}: {}", status.message);
+            }
+            Err(e) => problems.push(format!("{what}: refused, but not as invalid: {e}")),
+            Ok(_) => {
+                problems.push(format!("{what}: the API server accepted it"));
+                let _ = api.delete("bad", &DeleteParams::default()).await;
+            }
+        }
+    }
+
+    // 2. What passes the schema but not the daemon's validation.
+    create_deployments(
+        &admin,
+        &ns,
+        &[
+            ("a-payment", 2),
+            ("a-training", 6),
+            ("b-payment", 2),
+            ("b-training", 6),
+            ("c-payment", 2),
+            ("c-training", 3),
+        ],
+    )
+    .await;
+    create_policy(&admin, &ns, &policy("a", "a-", CHECKOUT, 50)).await;
+    create_policy(&admin, &ns, &policy("b", "b-", CHECKOUT, 50)).await;
+    // Invalid from the start: an interval of 2 h (at most 1 h) passes the schema.
+    let mut fresh_bad = policy("c", "c-", CHECKOUT, 10);
+    fresh_bad.spec.interval = serde_yaml::from_str("2h").expect("duration");
+    create_policy(&admin, &ns, &fresh_bad).await;
+
+    let daemon = Daemon::spawn(
+        &env,
+        &env.prometheus_url,
+        &env.metrics_addr,
+        &["--namespace", &ns],
+    );
+    let a_before = wait_settled(&admin, &ns, "a", Duration::from_secs(240)).await;
+    let b_before = wait_settled(&admin, &ns, "b", Duration::from_secs(120)).await;
+    let c = wait_until(
+        "policy c to be reported invalid",
+        Duration::from_secs(60),
+        async || {
+            let (_, status) = status_of(&admin, &ns, "c").await?;
+            condition(&status, "Ready")
+                .filter(|(s, _, _)| *s == "False")
+                .map(|(_, r, m)| (r.to_string(), m.to_string()))
+        },
+    )
+    .await;
+    if c.0 != "InvalidPolicy" || !c.1.contains("spec.interval") {
+        problems.push(format!("policy invalid from the start: Ready=False {c:?}"));
+    }
+
+    // Policy a turns invalid (an unparseable cron: the schema only counts its fields) in the
+    // same edit that would otherwise shift capacity to payment: nothing of it is applied.
+    let edited = unix_now();
+    patch_policy(&admin, &ns, "a", json!({"spec": {
+        "events": [{"name": "sale", "cron": "61 * * * *", "duration": "1h"}],
+        "online": [serde_yaml::from_str::<Value>(&format!(
+            "{{name: a-payment, target: {{kind: Deployment, name: a-payment}}, demand: {{query: '{CHECKOUT}'}}, perReplica: 10, headroom: 0.1, quantile: 0.9, replicas: {{min: 1, max: 12}}, startup: 10s}}"
+        )).expect("online workload")]
+    }}))
+    .await;
+    let a_invalid = wait_until(
+        "policy a to be reported invalid",
+        Duration::from_secs(60),
+        async || {
+            let (_, status) = status_of(&admin, &ns, "a").await?;
+            condition(&status, "Ready")
+                .filter(|(s, r, _)| *s == "False" && *r == "InvalidPolicy")
+                .map(|(_, _, m)| m.to_string())
+        },
+    )
+    .await;
+    if !a_invalid.contains("spec.events[0].cron") {
+        problems.push(format!(
+            "invalid message does not name the field: {a_invalid}"
+        ));
+    }
+    // Policy b keeps working: a change to it is applied while a is invalid.
+    patch_policy(&admin, &ns, "b", json!({"spec": {"online": [serde_yaml::from_str::<Value>(&format!(
+        "{{name: b-payment, target: {{kind: Deployment, name: b-payment}}, demand: {{query: '{CHECKOUT}'}}, perReplica: 25, headroom: 0.1, quantile: 0.9, replicas: {{min: 1, max: 12}}, startup: 10s}}"
+    )).expect("online workload")]}}))
+    .await;
+    let b_after = wait_until(
+        "policy b to apply its change",
+        Duration::from_secs(120),
+        async || {
+            let desired = settled(&admin, &ns, "b").await?;
+            (desired["b-payment"] > b_before["b-payment"]).then_some(desired)
+        },
+    )
+    .await;
+    eprintln!("b after its change: {b_after:?}");
+    // a kept its last good plan all along.
+    let mut wrong = 0;
+    for w in daemon
+        .writes()
+        .iter()
+        .filter(|w| w.at >= edited && w.target.contains("/a-"))
+    {
+        wrong += 1;
+        problems.push(format!("write to a's workload while a was invalid: {w:?}"));
+    }
+    for w in daemon.writes().iter().filter(|w| w.target.contains("/c-")) {
+        wrong += 1;
+        problems.push(format!("write to c's workload (never valid): {w:?}"));
+    }
+    let reasons = event_reasons(&admin, &ns).await;
+    if reasons.iter().filter(|r| *r == "InvalidPolicy").count() < 2 {
+        problems.push(format!(
+            "expected InvalidPolicy Events for a and c: {reasons:?}"
+        ));
+    }
+    // Fixing a resumes it, with the change.
+    let fixed = unix_now();
+    patch_policy(&admin, &ns, "a", json!({"spec": {"events": []}})).await;
+    let a_after = wait_until(
+        "policy a to run again after the fix",
+        Duration::from_secs(120),
+        async || {
+            let desired = settled(&admin, &ns, "a").await?;
+            (desired["a-payment"] > a_before["a-payment"]).then_some(desired)
+        },
+    )
+    .await;
+    let recovery = unix_now() - fixed;
+    eprintln!("a: {a_before:?} -> {a_after:?}");
+    let figures = Figures {
+        passed: problems.is_empty(),
+        wrong_scale_actions: wrong,
+        lost_actions: 0,
+        recovery_seconds: Some((recovery * 10.0).round() / 10.0),
+    };
+    drop(daemon);
+    report("bad_policies", &figures, &problems);
+}
