@@ -21,7 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -475,7 +476,6 @@ impl Drop for Daemon {
     }
 }
 
-#[allow(dead_code)] // used by the classes that land next
 fn writes_to<'w>(writes: &'w [Write], ns: &str, name: &str) -> Vec<&'w Write> {
     let target = format!("Deployment {ns}/{name}");
     writes.iter().filter(|w| w.target == target).collect()
@@ -1057,4 +1057,386 @@ async fn bad_policies_are_refused_at_apply_or_reported_and_never_stop_others() {
     };
     drop(daemon);
     report("bad_policies", &figures, &problems);
+}
+
+// ---- 6. a competing writer ----------------------------------------------------------------
+
+async fn scale_by_hand(client: &Client, ns: &str, name: &str, replicas: u32) -> bool {
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .patch_scale(
+            name,
+            &PatchParams {
+                field_manager: Some("kubectl".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+        )
+        .await
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_competing_writer_is_reported_and_never_fought() {
+    let Some(env) = testbed_env() else { return };
+    let _serial = SERIAL.lock().await;
+    let admin = client_from(&env.admin_kubeconfig).await;
+    let ns = format!("faults-writer-{}", suffix());
+    let _cleanup = Namespaces(env.admin_kubeconfig.clone(), vec![ns.clone()]);
+    create_namespace(&admin, &ns).await;
+    create_deployments(&admin, &ns, &[("payment", 2), ("training", 8)]).await;
+    create_policy(&admin, &ns, &policy("shop", "", CHECKOUT, 50)).await;
+    let hold = 20.0;
+    let daemon = Daemon::spawn(
+        &env,
+        &env.prometheus_url,
+        &env.metrics_addr,
+        &["--namespace", &ns, "--conflict-hold", "20s"],
+    );
+    let before = wait_settled(&admin, &ns, "shop", Duration::from_secs(240)).await;
+    eprintln!("settled: {before:?}");
+    let mut problems = Vec::new();
+    let mut wrong = 0;
+    let mut lost = 0;
+
+    // A. A person keeps scaling training to another value for a minute.
+    let by_hand = before["training"].saturating_sub(3);
+    let person_from = unix_now();
+    let window = 60.0;
+    let mut conflict_seen = None;
+    while unix_now() - person_from < window {
+        if replicas(&admin, &ns, "training").await != Some(by_hand) {
+            scale_by_hand(&admin, &ns, "training", by_hand).await;
+        }
+        if conflict_seen.is_none()
+            && let Some((_, status)) = status_of(&admin, &ns, "shop").await
+            && let Some(("True", reason, message)) = condition(&status, "Conflict")
+        {
+            conflict_seen = Some((reason.to_string(), message.to_string()));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let person_to = unix_now();
+    match &conflict_seen {
+        Some((reason, message)) if reason == "OtherWriter" && message.contains("training") => {}
+        other => problems.push(format!(
+            "Conflict while a person scaled training: {other:?}"
+        )),
+    }
+    let writes = daemon.writes();
+    let fights = writes_to(&writes, &ns, "training")
+        .into_iter()
+        .filter(|w| w.at >= person_from && w.at <= person_to)
+        .count();
+    // At most one write per hold: the daemon takes the other value as baseline after it.
+    let bound = (window / hold).ceil() as usize + 1;
+    eprintln!("daemon writes to training while a person scaled it: {fights} (bound {bound})");
+    if fights > bound {
+        wrong += fights - bound;
+        problems.push(format!(
+            "tug of war: {fights} writes to training in {window}s (bound {bound})"
+        ));
+    }
+    // The person stops: after the hold the daemon's plan applies again.
+    let settled_again = wait_until(
+        "the plan to apply after the person stopped",
+        Duration::from_secs(120),
+        async || {
+            let desired = settled(&admin, &ns, "shop").await?;
+            let (_, status) = status_of(&admin, &ns, "shop").await?;
+            (!is_true(&status, "Conflict")).then_some(desired)
+        },
+    )
+    .await;
+    let recovery_person = unix_now() - person_to;
+    if recovery_person > hold + 60.0 {
+        problems.push(format!(
+            "took {recovery_person:.0}s to resume after the person stopped"
+        ));
+    }
+    eprintln!("after the person: {settled_again:?}");
+
+    // B. An HPA on payment: tideshift leaves payment alone while it exists, even when its own
+    //    plan wants payment to grow.
+    let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "metadata": {"name": "payment"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "payment"},
+            "minReplicas": 1, "maxReplicas": 12,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]
+        }
+    }))
+    .expect("hpa");
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(admin.clone(), &ns);
+    hpas.create(&PostParams::default(), &hpa)
+        .await
+        .expect("creating the HPA");
+    let hpa_seen = wait_until(
+        "Conflict=True naming the HPA",
+        Duration::from_secs(60),
+        async || {
+            let (_, status) = status_of(&admin, &ns, "shop").await?;
+            condition(&status, "Conflict")
+                .filter(|(s, _, m)| *s == "True" && m.contains("HorizontalPodAutoscaler"))
+                .map(|_| unix_now())
+        },
+    )
+    .await;
+    let payment_at_hpa = replicas(&admin, &ns, "payment").await;
+    patch_policy(&admin, &ns, "shop", json!({"spec": {"online": [serde_yaml::from_str::<Value>(&format!(
+        "{{name: payment, target: {{kind: Deployment, name: payment}}, demand: {{query: '{CHECKOUT}'}}, perReplica: 25, headroom: 0.1, quantile: 0.9, replicas: {{min: 1, max: 12}}, startup: 10s}}"
+    )).expect("online workload")]}}))
+    .await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let hpa_writes: Vec<Write> = writes_to(&daemon.writes(), &ns, "payment")
+        .into_iter()
+        .filter(|w| w.at >= hpa_seen)
+        .cloned()
+        .collect();
+    if !hpa_writes.is_empty() {
+        wrong += hpa_writes.len();
+        problems.push(format!(
+            "wrote payment while an HPA scaled it: {hpa_writes:?}"
+        ));
+    }
+    if replicas(&admin, &ns, "payment").await != payment_at_hpa {
+        problems.push("payment changed while the HPA owned it".into());
+    }
+    let hpa_gone = unix_now();
+    hpas.delete("payment", &DeleteParams::default())
+        .await
+        .expect("deleting the HPA");
+    let after = wait_until(
+        "payment to grow once the HPA is gone",
+        Duration::from_secs(120),
+        async || {
+            let desired = settled(&admin, &ns, "shop").await?;
+            (desired["payment"] > before["payment"]).then_some(desired)
+        },
+    )
+    .await;
+    let recovery_hpa = unix_now() - hpa_gone;
+    if after["payment"] <= before["payment"] {
+        lost += 1;
+    }
+    let reasons = event_reasons(&admin, &ns).await;
+    if !reasons.iter().any(|r| r == "OtherWriter") {
+        problems.push(format!("no OtherWriter Event: {reasons:?}"));
+    }
+    let figures = Figures {
+        passed: problems.is_empty(),
+        wrong_scale_actions: wrong,
+        lost_actions: lost,
+        recovery_seconds: Some((recovery_person.max(recovery_hpa) * 10.0).round() / 10.0),
+    };
+    report("competing_writer", &figures, &problems);
+}
+
+// ---- 10. security ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_privilege_cross_namespace_refusal_no_token_in_logs_and_a_locked_down_chart() {
+    let Some(env) = testbed_env() else { return };
+    let _serial = SERIAL.lock().await;
+    let admin = client_from(&env.admin_kubeconfig).await;
+    let id = suffix();
+    let ns = format!("faults-sec-{id}");
+    let other = format!("faults-sec-other-{id}");
+    let _cleanup = Namespaces(
+        env.admin_kubeconfig.clone(),
+        vec![ns.clone(), other.clone()],
+    );
+    create_namespace(&admin, &ns).await;
+    create_namespace(&admin, &other).await;
+    create_deployments(
+        &admin,
+        &ns,
+        &[
+            ("payment", 2),
+            ("training", 8),
+            ("bystander", 3),
+            ("x-payment", 2),
+        ],
+    )
+    .await;
+    create_deployments(&admin, &other, &[("victim", 6)]).await;
+    create_policy(&admin, &ns, &policy("own", "", CHECKOUT, 50)).await;
+    // A policy in `ns` that would shrink a workload of another namespace.
+    let mut cross = policy("cross", "x-", CHECKOUT, 10);
+    cross.spec.offline[0].target.name = Some("victim".into());
+    cross.spec.offline[0].target.namespace = Some(other.clone());
+    create_policy(&admin, &ns, &cross).await;
+
+    let mut problems = Vec::new();
+    let mut wrong = 0;
+    // Prometheus behind a bearer token: the proxy sees it, the logs never do.
+    let token = format!("tok-{}-{}", suffix(), std::process::id());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &token).expect("token file");
+    let proxy = Proxy::start(&env.prometheus_url).await;
+    let token_path = token_file.display().to_string();
+    let mut daemon = Daemon::spawn(
+        &env,
+        &proxy.url(),
+        &env.metrics_addr,
+        &["--namespace", &ns, "--prometheus-token-file", &token_path],
+    );
+    wait_settled(&admin, &ns, "own", Duration::from_secs(240)).await;
+    let refused = wait_until(
+        "the cross-namespace policy to be refused",
+        Duration::from_secs(60),
+        async || {
+            let (_, status) = status_of(&admin, &ns, "cross").await?;
+            condition(&status, "Ready")
+                .filter(|(s, _, _)| *s == "False")
+                .map(|(_, r, m)| (r.to_string(), m.to_string()))
+        },
+    )
+    .await;
+    if refused.0 != "InvalidPolicy" || !refused.1.contains(&other) {
+        problems.push(format!("cross-namespace policy: Ready=False {refused:?}"));
+    }
+    // Several more cycles, then look at what was touched.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    for (namespace, name) in [(&ns, "bystander"), (&other, "victim"), (&ns, "x-payment")] {
+        let d = Api::<Deployment>::namespaced(admin.clone(), namespace)
+            .get(name)
+            .await
+            .expect("reading a deployment");
+        let managers: Vec<String> = d
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter_map(|m| m.manager.clone())
+            .collect();
+        if managers.iter().any(|m| m == "tideshift") {
+            wrong += 1;
+            problems.push(format!("tideshift wrote {namespace}/{name}: {managers:?}"));
+        }
+    }
+    let authorizations = proxy
+        .state
+        .authorizations
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if authorizations != vec![format!("Bearer {token}")] {
+        problems.push(format!(
+            "Prometheus saw Authorization headers {authorizations:?}"
+        ));
+    }
+    daemon.kill();
+    let log = daemon.log_text();
+    if log.contains(&token) {
+        problems.push("the Prometheus bearer token is in the daemon's log".into());
+    }
+    let kubeconfig = std::fs::read_to_string(&env.daemon_kubeconfig).expect("daemon kubeconfig");
+    let sa_token = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: "))
+        .expect("token in the daemon kubeconfig");
+    if log.contains(sa_token) {
+        problems.push("the ServiceAccount token is in the daemon's log".into());
+    }
+
+    // The daemon's identity may scale, not edit, delete or read secrets.
+    let daemon_client = client_from(&env.daemon_kubeconfig).await;
+    let deployments: Api<Deployment> = Api::namespaced(daemon_client.clone(), &ns);
+    let attempts = [
+        (
+            "patch a whole Deployment",
+            deployments
+                .patch(
+                    "bystander",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+                )
+                .await
+                .err(),
+        ),
+        (
+            "delete a Deployment",
+            deployments
+                .delete("bystander", &DeleteParams::default())
+                .await
+                .err(),
+        ),
+        (
+            "list Secrets",
+            Api::<Secret>::namespaced(daemon_client.clone(), &ns)
+                .list(&ListParams::default())
+                .await
+                .err(),
+        ),
+        (
+            "create a Deployment",
+            deployments
+                .create(&PostParams::default(), &deployment("intruder", 1))
+                .await
+                .err(),
+        ),
+    ];
+    for (what, error) in attempts {
+        match error {
+            Some(kube::Error::Api(status)) if status.code == 403 => {}
+            other => {
+                wrong += 1;
+                problems.push(format!("the daemon's identity could {what}: {other:?}"));
+            }
+        }
+    }
+
+    // The chart runs the daemon as non-root on a read-only root filesystem.
+    let helm = std::env::var("TESTBED_HELM").unwrap_or_else(|_| "helm".into());
+    let rendered = std::process::Command::new(&helm)
+        .args([
+            "template",
+            "t",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/charts/tideshift"),
+        ])
+        .output()
+        .expect("running helm template");
+    assert!(
+        rendered.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let text = String::from_utf8_lossy(&rendered.stdout).to_string();
+    let mut checked = false;
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let Ok(object) = <Value as serde::Deserialize>::deserialize(document) else {
+            continue;
+        };
+        if object["kind"] != "Deployment" {
+            continue;
+        }
+        checked = true;
+        let pod = &object["spec"]["template"]["spec"];
+        if pod["securityContext"]["runAsNonRoot"] != true {
+            problems.push(format!(
+                "chart pod securityContext: {}",
+                pod["securityContext"]
+            ));
+        }
+        for container in pod["containers"].as_array().into_iter().flatten() {
+            let sc = &container["securityContext"];
+            if sc["readOnlyRootFilesystem"] != true
+                || sc["allowPrivilegeEscalation"] != false
+                || sc["runAsUser"] == 0
+            {
+                problems.push(format!("chart container securityContext: {sc}"));
+            }
+        }
+    }
+    if !checked {
+        problems.push("no Deployment in the rendered chart".into());
+    }
+    let figures = Figures {
+        passed: problems.is_empty(),
+        wrong_scale_actions: wrong,
+        lost_actions: 0,
+        recovery_seconds: None,
+    };
+    report("security", &figures, &problems);
 }
