@@ -32,12 +32,12 @@ use tideshift::policy::{ShiftPolicy, ShiftPolicyStatus};
 
 // ---- environment -------------------------------------------------------------------------
 
-#[allow(dead_code)] // used by the classes that land next
 struct Env {
     admin_kubeconfig: String,
     daemon_kubeconfig: String,
     prometheus_url: String,
     metrics_addr: String,
+    #[allow(dead_code)] // the bad-data class lands next
     faults_scrape_addr: String,
     script: String,
 }
@@ -93,7 +93,6 @@ async fn client_from(path: &str) -> Client {
     Client::try_from(config).expect("building a kube client")
 }
 
-#[allow(dead_code)] // used by the classes that land next
 fn testbed(env: &Env, args: &[&str]) {
     let status = std::process::Command::new(&env.script)
         .args(args)
@@ -358,7 +357,6 @@ async fn event_reasons(client: &Client, ns: &str) -> Vec<String> {
 
 // ---- the daemon under test ---------------------------------------------------------------
 
-#[allow(dead_code)] // used by the classes that land next
 fn free_addr() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
     listener.local_addr().expect("local address").to_string()
@@ -1439,4 +1437,387 @@ async fn least_privilege_cross_namespace_refusal_no_token_in_logs_and_a_locked_d
         recovery_seconds: None,
     };
     report("security", &figures, &problems);
+}
+
+// ---- shifts interrupted by faults (3, 4, 5) ------------------------------------------------------
+
+/// A namespace with payment (2) and training (8) under policy `shop` at 50 per replica.
+async fn shift_scenario(env: &Env, class: &str) -> (Client, String, Namespaces) {
+    let admin = client_from(&env.admin_kubeconfig).await;
+    let ns = format!("faults-{class}-{}", suffix());
+    let cleanup = Namespaces(env.admin_kubeconfig.clone(), vec![ns.clone()]);
+    create_namespace(&admin, &ns).await;
+    create_deployments(&admin, &ns, &[("payment", 2), ("training", 8)]).await;
+    create_policy(&admin, &ns, &policy("shop", "", CHECKOUT, 50)).await;
+    (admin, ns, cleanup)
+}
+
+/// A flash sale: a quarter of the demand per replica, so payment needs about twice as many
+/// replicas and training gives way first.
+async fn start_shift(admin: &Client, ns: &str) {
+    patch_policy(admin, ns, "shop", json!({"spec": {"online": [serde_yaml::from_str::<Value>(&format!(
+        "{{name: payment, target: {{kind: Deployment, name: payment}}, demand: {{query: '{CHECKOUT}'}}, perReplica: 25, headroom: 0.1, quantile: 0.9, replicas: {{min: 1, max: 12}}, startup: 10s}}"
+    )).expect("online workload")]}}))
+    .await;
+}
+
+/// Pods of `app` that still hold capacity (not Succeeded or Failed).
+async fn pods_holding(client: &Client, ns: &str, app: &str) -> Option<usize> {
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .ok()?;
+    Some(
+        pods.items
+            .iter()
+            .filter(|p| {
+                !matches!(
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded") | Some("Failed")
+                )
+            })
+            .count(),
+    )
+}
+
+/// Judge the writes made since `since` of a shift from `before` to `after`: batch first,
+/// online never down, nothing applied twice, nothing lost. Returns (wrong, lost) and notes problems.
+fn judge_shift(
+    writes: &[Write],
+    since: f64,
+    ns: &str,
+    before: &BTreeMap<String, u32>,
+    after: &BTreeMap<String, u32>,
+    problems: &mut Vec<String>,
+) -> (usize, usize) {
+    let mut wrong = 0;
+    let mut lost = 0;
+    let writes: Vec<Write> = writes.iter().filter(|w| w.at >= since).cloned().collect();
+    let payment = writes_to(&writes, ns, "payment");
+    let training = writes_to(&writes, ns, "training");
+    for w in payment.iter().filter(|w| w.to < w.from) {
+        wrong += 1;
+        problems.push(format!("payment scaled down: {w:?}"));
+    }
+    // A shift may come in steps as the forecast moves, but the same action is never applied
+    // twice and no workload goes back and forth.
+    for (name, list) in [("payment", &payment), ("training", &training)] {
+        for pair in list.windows(2) {
+            let (first, second) = (pair[0], pair[1]);
+            if second.to == first.to {
+                wrong += 1;
+                problems.push(format!(
+                    "{name}: the same write applied twice: {first:?} {second:?}"
+                ));
+            } else if (second.to > second.from) != (first.to > first.from) {
+                wrong += 1;
+                problems.push(format!("{name} went back and forth: {first:?} {second:?}"));
+            }
+        }
+    }
+    if after["payment"] <= before["payment"] {
+        lost += 1;
+        problems.push(format!("payment never grew: {before:?} -> {after:?}"));
+    }
+    if after["training"] >= before["training"] {
+        lost += 1;
+        problems.push(format!("training never gave way: {before:?} -> {after:?}"));
+    }
+    if let (Some(grow), Some(shrink)) = (payment.first(), training.first())
+        && grow.at < shrink.at
+    {
+        wrong += 1;
+        problems.push(format!(
+            "payment grew before training shrank: {grow:?} {shrink:?}"
+        ));
+    }
+    (wrong, lost)
+}
+
+// ---- 3. API server restart mid-shift ----------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apiserver_restart_mid_shift_resumes_and_completes_once() {
+    let Some(env) = testbed_env() else { return };
+    let _serial = SERIAL.lock().await;
+    let (admin, ns, _cleanup) = shift_scenario(&env, "apiserver").await;
+    let mut daemon = Daemon::spawn(
+        &env,
+        &env.prometheus_url,
+        &env.metrics_addr,
+        &["--namespace", &ns, "--shrink-wait", "120s"],
+    );
+    let before = wait_settled(&admin, &ns, "shop", Duration::from_secs(240)).await;
+    let mut problems = Vec::new();
+
+    // Hold the shift between its halves: with the controller-manager frozen, the shrunk
+    // training pods stay, so the daemon waits for them before growing payment.
+    testbed(&env, &["pause", "kube-controller-manager"]);
+    let resume_cm = ResumeOnDrop(env.script.clone(), "kube-controller-manager");
+    let shift_from = unix_now();
+    start_shift(&admin, &ns).await;
+    wait_until(
+        "the daemon to shrink training",
+        Duration::from_secs(60),
+        async || (!writes_to(&daemon.writes(), &ns, "training").is_empty()).then_some(()),
+    )
+    .await;
+    if replicas(&admin, &ns, "payment").await != Some(before["payment"]) {
+        problems.push("payment grew before the shrunk pods were gone".into());
+    }
+    // Mid-shift: batch shrunk, online not yet grown. Restart the API server.
+    testbed(&env, &["restart", "kube-apiserver"]);
+    let back = unix_now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(resume_cm);
+    let after = wait_until(
+        "the shift to complete after the restart",
+        Duration::from_secs(180),
+        async || {
+            let desired = settled(&admin, &ns, "shop").await?;
+            (desired["payment"] > before["payment"]).then_some(desired)
+        },
+    )
+    .await;
+    let recovery = unix_now() - back;
+    if !daemon.alive() {
+        problems.push("the daemon exited".into());
+    }
+    // A few more cycles: nothing is applied again.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let (wrong, lost) = judge_shift(
+        &daemon.writes(),
+        shift_from,
+        &ns,
+        &before,
+        &after,
+        &mut problems,
+    );
+    eprintln!(
+        "apiserver restart: {before:?} -> {after:?}, writes {:?}",
+        daemon.writes()
+    );
+    let figures = Figures {
+        passed: problems.is_empty(),
+        wrong_scale_actions: wrong,
+        lost_actions: lost,
+        recovery_seconds: Some((recovery * 10.0).round() / 10.0),
+    };
+    report("apiserver_restart", &figures, &problems);
+}
+
+/// SIGCONT a paused component when the test ends, however it ends.
+struct ResumeOnDrop(String, &'static str);
+
+impl Drop for ResumeOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(&self.0)
+            .args(["resume", self.1])
+            .status();
+    }
+}
+
+// ---- 4. etcd stall -------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_stall_mid_shift_no_crash_no_wrong_writes_resumes() {
+    let Some(env) = testbed_env() else { return };
+    let _serial = SERIAL.lock().await;
+    let (admin, ns, _cleanup) = shift_scenario(&env, "etcd").await;
+    let mut daemon = Daemon::spawn(
+        &env,
+        &env.prometheus_url,
+        &env.metrics_addr,
+        &["--namespace", &ns, "--shrink-wait", "60s"],
+    );
+    let before = wait_settled(&admin, &ns, "shop", Duration::from_secs(240)).await;
+    let mut problems = Vec::new();
+
+    let shift_from = unix_now();
+    start_shift(&admin, &ns).await;
+    testbed(&env, &["pause", "etcd"]);
+    let resume = ResumeOnDrop(env.script.clone(), "etcd");
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    drop(resume);
+    let back = unix_now();
+    let after = wait_until(
+        "the shift to complete after the stall",
+        Duration::from_secs(180),
+        async || {
+            let desired = settled(&admin, &ns, "shop").await?;
+            (desired["payment"] > before["payment"]).then_some(desired)
+        },
+    )
+    .await;
+    let recovery = unix_now() - back;
+    if !daemon.alive() {
+        problems.push("the daemon exited during the etcd stall".into());
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let (wrong, lost) = judge_shift(
+        &daemon.writes(),
+        shift_from,
+        &ns,
+        &before,
+        &after,
+        &mut problems,
+    );
+    eprintln!(
+        "etcd stall: {before:?} -> {after:?}, writes {:?}",
+        daemon.writes()
+    );
+    let figures = Figures {
+        passed: problems.is_empty(),
+        wrong_scale_actions: wrong,
+        lost_actions: lost,
+        recovery_seconds: Some((recovery * 10.0).round() / 10.0),
+    };
+    report("etcd_stall", &figures, &problems);
+}
+
+// ---- 5. leader loss ------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_mid_shift_standby_takes_over_and_never_two_writers() {
+    let Some(env) = testbed_env() else { return };
+    let _serial = SERIAL.lock().await;
+    let (admin, ns, _cleanup) = shift_scenario(&env, "leader").await;
+    let lease = format!("faults-{}", suffix());
+    let replica = |identity: &str, addr: &str| {
+        Daemon::spawn(
+            &env,
+            &env.prometheus_url,
+            addr,
+            &[
+                "--namespace",
+                &ns,
+                "--shrink-wait",
+                "90s",
+                "--leader-election",
+                "--lease-name",
+                &lease,
+                "--identity",
+                identity,
+                "--lease-duration",
+                "10s",
+                "--renew-deadline",
+                "7s",
+                "--retry-period",
+                "2s",
+            ],
+        )
+    };
+    let mut a = replica("replica-a", &env.metrics_addr);
+    wait_until("replica a to lead", Duration::from_secs(60), async || {
+        (a.metric("tideshift_leader", &[]).await == Some(1.0)).then_some(())
+    })
+    .await;
+    let b_addr = free_addr();
+    let b = replica("replica-b", &b_addr);
+    let before = wait_settled(&admin, &ns, "shop", Duration::from_secs(240)).await;
+    let mut problems = Vec::new();
+    if b.metric("tideshift_leader", &[]).await != Some(0.0) {
+        problems.push("replica b leads while a holds the lease".into());
+    }
+
+    // Mid-shift: a shrinks training and waits for its pods (held by the frozen
+    // controller-manager); then a dies.
+    testbed(&env, &["pause", "kube-controller-manager"]);
+    let resume_cm = ResumeOnDrop(env.script.clone(), "kube-controller-manager");
+    let shift_from = unix_now();
+    start_shift(&admin, &ns).await;
+    wait_until(
+        "replica a to shrink training",
+        Duration::from_secs(60),
+        async || (!writes_to(&a.writes(), &ns, "training").is_empty()).then_some(()),
+    )
+    .await;
+    a.kill();
+    let killed = unix_now();
+    let took_over = wait_until(
+        "replica b to take over",
+        Duration::from_secs(60),
+        async || (b.metric("tideshift_leader", &[]).await == Some(1.0)).then(unix_now),
+    )
+    .await;
+    let takeover = took_over - killed;
+    // b must not grow payment while training's pods still hold the capacity.
+    let mut grew_early = false;
+    let until = unix_now() + 10.0;
+    while unix_now() < until {
+        if replicas(&admin, &ns, "payment")
+            .await
+            .is_some_and(|p| p > before["payment"])
+            && pods_holding(&admin, &ns, "training")
+                .await
+                .is_some_and(|p| p > before["training"] as usize / 2)
+        {
+            grew_early = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if grew_early {
+        problems.push(
+            "after the takeover payment grew while training's shrunk pods still held the capacity"
+                .into(),
+        );
+    }
+    drop(resume_cm);
+    let after = wait_until(
+        "replica b to complete the shift",
+        Duration::from_secs(180),
+        async || {
+            let desired = settled(&admin, &ns, "shop").await?;
+            (desired["payment"] > before["payment"]).then_some(desired)
+        },
+    )
+    .await;
+    let a_writes = a.writes();
+    let b_writes = b.writes();
+    let mut wrong = 0;
+    for w in b_writes.iter().filter(|w| w.at < killed) {
+        wrong += 1;
+        problems.push(format!("replica b wrote while a led: {w:?}"));
+    }
+    for w in a_writes.iter().filter(|w| w.at > killed) {
+        wrong += 1;
+        problems.push(format!("replica a wrote after it was killed: {w:?}"));
+    }
+    let mut all = a_writes.clone();
+    all.extend(b_writes.iter().cloned());
+    all.sort_by(|x, y| x.at.total_cmp(&y.at));
+    let (more_wrong, lost) = judge_shift(&all, shift_from, &ns, &before, &after, &mut problems);
+    wrong += more_wrong;
+    eprintln!(
+        "leader loss: takeover {takeover:.1}s, {before:?} -> {after:?}, a wrote {a_writes:?}, b wrote {b_writes:?}"
+    );
+    // Generous for a loaded machine; the goal (lease 10 s + one retry) is in the figures.
+    if takeover > 30.0 {
+        problems.push(format!("takeover took {takeover:.1}s"));
+    }
+    let holder = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        admin.clone(),
+        "tideshift-system",
+    )
+    .get(&lease)
+    .await
+    .ok()
+    .and_then(|l| l.spec?.holder_identity);
+    if holder.as_deref() != Some("replica-b") {
+        problems.push(format!("lease holder at the end: {holder:?}"));
+    }
+    drop(b);
+    let _ = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        admin.clone(),
+        "tideshift-system",
+    )
+    .delete(&lease, &DeleteParams::default())
+    .await;
+    let figures = Figures {
+        passed: problems.is_empty(),
+        wrong_scale_actions: wrong,
+        lost_actions: lost,
+        recovery_seconds: Some((takeover * 10.0).round() / 10.0),
+    };
+    report("leader_loss", &figures, &problems);
 }
