@@ -37,7 +37,6 @@ struct Env {
     daemon_kubeconfig: String,
     prometheus_url: String,
     metrics_addr: String,
-    #[allow(dead_code)] // the bad-data class lands next
     faults_scrape_addr: String,
     script: String,
 }
@@ -1820,4 +1819,299 @@ async fn leader_killed_mid_shift_standby_takes_over_and_never_two_writers() {
         recovery_seconds: Some((takeover * 10.0).round() / 10.0),
     };
     report("leader_loss", &figures, &problems);
+}
+
+// ---- 2. bad metric data ----------------------------------------------------------------------
+
+/// What the test's scrape target serves.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Data {
+    Normal,
+    NaN,
+    Inf,
+    /// The demand series is absent from the scrape (Prometheus marks it stale).
+    Vanished,
+    /// A second series where one was expected.
+    Doubled,
+    /// The request counter restarts from 0.
+    CounterReset,
+}
+
+struct BadData {
+    run: String,
+    data: Mutex<(Data, f64, f64)>,
+    checkout: tideshift::source::exporter::Scenario,
+}
+
+impl BadData {
+    /// Demand of the test's series: the test bed's `checkout` demand, so that the history
+    /// (taken from `checkout` before the switch) and the live series agree.
+    fn demand(&self, t: f64) -> f64 {
+        self.checkout.demand_at(t)
+    }
+
+    fn render(&self) -> String {
+        let now = unix_now();
+        let mut state = self.data.lock().unwrap_or_else(|e| e.into_inner());
+        let (data, last, total) = *state;
+        // The counter counts half of the demand in requests per second.
+        let mut total = total + 0.5 * self.demand(now) * (now - last).max(0.0);
+        if data == Data::CounterReset && total > 1000.0 {
+            total = 0.0;
+        }
+        *state = (data, now, total);
+        let run = &self.run;
+        let value = match data {
+            Data::NaN => "NaN".to_string(),
+            Data::Inf => "+Inf".to_string(),
+            _ => format!("{:.3}", self.demand(now)),
+        };
+        let mut text = String::from("# TYPE faults_demand gauge\n");
+        if data != Data::Vanished {
+            text.push_str(&format!("faults_demand{{run=\"{run}\"}} {value}\n"));
+        }
+        if data == Data::Doubled {
+            text.push_str(&format!(
+                "faults_demand{{run=\"{run}\",copy=\"b\"}} {value}\n"
+            ));
+        }
+        text.push_str(&format!(
+            "# TYPE faults_requests_total counter\nfaults_requests_total{{run=\"{run}\"}} {total:.3}\n"
+        ));
+        text
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_metric_data_never_panics_nor_scales_online_down() {
+    let Some(env) = testbed_env() else { return };
+    let _serial = SERIAL.lock().await;
+    let admin = client_from(&env.admin_kubeconfig).await;
+    let id = suffix();
+    let ns = format!("faults-data-{id}");
+    let _cleanup = Namespaces(env.admin_kubeconfig.clone(), vec![ns.clone()]);
+    create_namespace(&admin, &ns).await;
+    create_deployments(
+        &admin,
+        &ns,
+        &[("payment", 2), ("refund", 1), ("training", 6)],
+    )
+    .await;
+
+    let run = format!("r{id}");
+    let source = Arc::new(BadData {
+        run: run.clone(),
+        data: Mutex::new((Data::Normal, unix_now(), 0.0)),
+        checkout: tideshift::source::exporter::Scenario::parse(
+            "checkout:baseline=120,daily=0.4,daily_peak=14:00,weekend=0.7,noise=0.05",
+            unix_now() as i64,
+        )
+        .expect("the test bed's checkout scenario"),
+    });
+    let listener = tokio::net::TcpListener::bind(&env.faults_scrape_addr)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "binding the faults scrape target {}: {e}",
+                env.faults_scrape_addr
+            )
+        });
+    let served = source.clone();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let served = served.clone();
+            async move { served.render() }
+        }),
+    );
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    struct Abort(tokio::task::JoinHandle<()>);
+    impl Drop for Abort {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _server = Abort(server);
+
+    // Before `switch`, history comes from `checkout` (14 days backfilled); from then on, from
+    // the test's series. Aggregations keep every label but `run` (and `copy`), so a doubled
+    // series reaches the daemon as two series.
+    let switch = unix_now() as i64 + 15;
+    let history = |expr: &str| {
+        format!(
+            r#"label_replace({expr}, "run", "{run}", "", "") unless on() (vector(time()) > {switch})"#
+        )
+    };
+    let payment_query = format!(
+        r#"sum by (run, copy) (faults_demand{{run="{run}"}}) or {}"#,
+        history(CHECKOUT)
+    );
+    let refund_query = format!(
+        r#"sum by (run) (rate(faults_requests_total{{run="{run}"}}[30s])) or {}"#,
+        history(&format!("0.5 * {CHECKOUT}"))
+    );
+    let yaml = format!(
+        r#"
+apiVersion: tideshift.io/v1alpha1
+kind: ShiftPolicy
+metadata: {{name: shop}}
+spec:
+  interval: 3s
+  capacity: {{cpu: 1200m, memory: 12Gi}}
+  online:
+    - name: payment
+      target: {{kind: Deployment, name: payment}}
+      demand: {{query: '{}'}}
+      perReplica: 50
+      headroom: 0.1
+      quantile: 0.9
+      replicas: {{min: 1, max: 12}}
+      startup: 10s
+    - name: refund
+      target: {{kind: Deployment, name: refund}}
+      demand: {{query: '{}'}}
+      perReplica: 50
+      headroom: 0.1
+      quantile: 0.9
+      replicas: {{min: 1, max: 12}}
+      startup: 10s
+  offline:
+    - name: training
+      target: {{kind: Deployment, name: training}}
+      replicas: {{min: 0, max: 12}}
+  forecast: {{step: 1m, history: 3d, horizon: 30m, seasonality: [1d], retrain: 10m}}
+  guardrails:
+    scaleDown: {{maxPercentPerMinute: 100, stabilization: 20s}}
+"#,
+        payment_query.replace('\'', "''"),
+        refund_query.replace('\'', "''"),
+    );
+    let shop: ShiftPolicy = serde_yaml::from_str(&yaml).expect("policy YAML");
+    create_policy(&admin, &ns, &shop).await;
+    let mut daemon = Daemon::spawn(
+        &env,
+        &env.prometheus_url,
+        &env.metrics_addr,
+        &["--namespace", &ns],
+    );
+    wait_settled(&admin, &ns, "shop", Duration::from_secs(240)).await;
+    // Past the switch, on the test's own series.
+    wait_until(
+        "the switch to the test's series",
+        Duration::from_secs(60),
+        async || (unix_now() as i64 > switch + 10).then_some(()),
+    )
+    .await;
+    let before = wait_settled(&admin, &ns, "shop", Duration::from_secs(60)).await;
+    eprintln!("settled on the test's series: {before:?}");
+
+    let mut problems = Vec::new();
+    let mut windows = Vec::new();
+    let mut recovery: f64 = 0.0;
+    for data in [
+        Data::NaN,
+        Data::Inf,
+        Data::Vanished,
+        Data::Doubled,
+        Data::CounterReset,
+    ] {
+        let from = unix_now();
+        source.data.lock().unwrap_or_else(|e| e.into_inner()).0 = data;
+        let mut degraded = false;
+        let mut online_min = u32::MAX;
+        let phase_end = from + 20.0;
+        while unix_now() < phase_end {
+            if let Some((_, status)) = status_of(&admin, &ns, "shop").await {
+                degraded |= is_true(&status, "Degraded");
+            }
+            for name in ["payment", "refund"] {
+                if let Some(r) = replicas(&admin, &ns, name).await
+                    && r < before[name]
+                {
+                    online_min = online_min.min(r);
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        if online_min != u32::MAX {
+            problems.push(format!(
+                "{data:?}: an online workload went down to {online_min}"
+            ));
+        }
+        if data == Data::Doubled && !degraded {
+            problems.push("a doubled series was not reported (Degraded)".into());
+        }
+        source.data.lock().unwrap_or_else(|e| e.into_inner()).0 = Data::Normal;
+        let normal_again = unix_now();
+        wait_until(
+            &format!("Ready and not Degraded after {data:?}"),
+            Duration::from_secs(120),
+            async || {
+                let (_, status) = status_of(&admin, &ns, "shop").await?;
+                (is_true(&status, "Ready") && !is_true(&status, "Degraded")).then_some(())
+            },
+        )
+        .await;
+        recovery = recovery.max(unix_now() - normal_again);
+        // Back to normal for a while before the next fault.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        windows.push((data, from, unix_now()));
+        eprintln!("{data:?}: degraded {degraded}");
+    }
+    let after = wait_until(
+        "Ready, not Degraded, plan applied after the bad data",
+        Duration::from_secs(120),
+        async || {
+            let desired = settled(&admin, &ns, "shop").await?;
+            let (_, status) = status_of(&admin, &ns, "shop").await?;
+            (!is_true(&status, "Degraded")).then_some(desired)
+        },
+    )
+    .await;
+    let mut wrong = 0;
+    let writes = daemon.writes();
+    for (data, from, to) in &windows {
+        for w in writes.iter().filter(|w| {
+            w.at >= *from
+                && w.at <= *to
+                && (w.target.ends_with("/payment") || w.target.ends_with("/refund"))
+                && w.to < w.from
+        }) {
+            wrong += 1;
+            problems.push(format!("{data:?}: online scaled down: {w:?}"));
+        }
+    }
+    // The faults really went through Prometheus: its raw samples hold NaN and +Inf.
+    let raw = reqwest::Client::new()
+        .get(format!("{}/api/v1/query", env.prometheus_url))
+        .query(&[("query", format!("faults_demand{{run=\"{run}\"}}[10m]"))])
+        .send()
+        .await
+        .expect("querying Prometheus")
+        .text()
+        .await
+        .unwrap_or_default();
+    for injected in ["\"NaN\"", "\"+Inf\"", "\"copy\":\"b\""] {
+        if !raw.contains(injected) {
+            problems.push(format!(
+                "Prometheus never stored {injected} for the test's series"
+            ));
+        }
+    }
+    if !daemon.alive() {
+        problems.push("the daemon exited".into());
+    }
+    if daemon.log_text().contains("panicked") {
+        problems.push("the daemon panicked".into());
+    }
+    eprintln!("bad data: {before:?} -> {after:?}, writes {writes:?}");
+    let figures = Figures {
+        passed: problems.is_empty(),
+        wrong_scale_actions: wrong,
+        lost_actions: 0,
+        recovery_seconds: Some((recovery * 10.0).round() / 10.0),
+    };
+    report("bad_data", &figures, &problems);
 }
