@@ -2017,6 +2017,15 @@ spec:
         Data::Doubled,
         Data::CounterReset,
     ] {
+        if data == Data::Doubled {
+            // Across a minute, so the duplicate lands on the history grid (step 1m) too.
+            wait_until(
+                "a few seconds before a whole minute",
+                Duration::from_secs(70),
+                async || (42.0..48.0).contains(&(unix_now() % 60.0)).then_some(()),
+            )
+            .await;
+        }
         let from = unix_now();
         source.data.lock().unwrap_or_else(|e| e.into_inner()).0 = data;
         let mut degraded = false;
