@@ -242,7 +242,7 @@ fn describe_labels(series: &[BTreeMap<String, String>]) -> String {
 }
 
 /// Put one series' points on the grid `start + i * step`, `len` points.
-fn to_grid(series: Option<&RawSeries>, start: i64, step: i64, len: usize) -> Vec<f64> {
+pub fn to_grid(series: Option<&RawSeries>, start: i64, step: i64, len: usize) -> Vec<f64> {
     let mut values = vec![f64::NAN; len];
     if let Some(series) = series {
         for &(t, v) in &series.points {
@@ -256,7 +256,8 @@ fn to_grid(series: Option<&RawSeries>, start: i64, step: i64, len: usize) -> Vec
     values
 }
 
-fn one_series<T>(
+/// The one series a demand query must yield, or `None` when it yielded nothing.
+pub fn one_series<T>(
     query: &str,
     items: Vec<T>,
     labels: impl Fn(&T) -> &BTreeMap<String, String>,
@@ -270,6 +271,39 @@ fn one_series<T>(
         });
     }
     Ok(items.into_iter().next())
+}
+
+/// One chunk of a range query, from response body to grid values: what `range` does with
+/// each answer, as a pure function so the fuzzer (`fuzz/`) runs exactly the daemon's code.
+pub fn grid_from_body(
+    query: &str,
+    body: &[u8],
+    start: i64,
+    step: i64,
+    len: usize,
+) -> Result<Vec<f64>, SourceError> {
+    let series = parse_matrix(body).map_err(|cause| SourceError::Parse {
+        query: query.to_string(),
+        cause,
+    })?;
+    let series = one_series(query, series, |s| &s.labels)?;
+    Ok(to_grid(series.as_ref(), start, step, len))
+}
+
+/// An instant query's answer as the latest sample: what `latest` does with the response body.
+pub fn sample_from_body(query: &str, body: &[u8]) -> Result<Option<Sample>, SourceError> {
+    let samples = parse_vector(body).map_err(|cause| SourceError::Parse {
+        query: query.to_string(),
+        cause,
+    })?;
+    let sample = one_series(query, samples, |s| &s.labels)?;
+    Ok(sample.and_then(|s| {
+        let value = usable(s.value);
+        value.is_finite().then_some(Sample {
+            at: s.at.floor() as i64,
+            value,
+        })
+    }))
 }
 
 enum Attempt {
@@ -477,17 +511,13 @@ impl PrometheusSource {
                     ],
                 )
                 .await?;
-            let series = parse_matrix(&body).map_err(|cause| SourceError::Parse {
-                query: query.to_string(),
-                cause,
-            })?;
-            let series = one_series(query, series, |s| &s.labels)?;
-            values.extend(to_grid(
-                series.as_ref(),
+            values.extend(grid_from_body(
+                query,
+                &body,
                 chunk_start,
                 step,
                 grid_len(chunk_start, chunk_end, step),
-            ));
+            )?);
             chunk_start = chunk_end + step;
         }
         Ok(Series::new(start, step, values))
@@ -530,18 +560,7 @@ impl PrometheusSource {
 
     async fn instant(&self, query: &str) -> Result<Option<Sample>, SourceError> {
         let body = self.get("/api/v1/query", query, &[]).await?;
-        let samples = parse_vector(&body).map_err(|cause| SourceError::Parse {
-            query: query.to_string(),
-            cause,
-        })?;
-        let sample = one_series(query, samples, |s| &s.labels)?;
-        Ok(sample.and_then(|s| {
-            let value = usable(s.value);
-            value.is_finite().then_some(Sample {
-                at: s.at.floor() as i64,
-                value,
-            })
-        }))
+        sample_from_body(query, &body)
     }
 
     /// Forget the cached history of queries no longer asked for (a policy was edited or deleted).
