@@ -934,7 +934,11 @@ spec:
         assert_eq!(parse_path("s[]]pnd"), vec![Segment::Key("s".into())]);
         assert_eq!(
             parse_path("a[1]]x[2]["),
-            vec![Segment::Key("a".into()), Segment::Index(1), Segment::Index(2)]
+            vec![
+                Segment::Key("a".into()),
+                Segment::Index(1),
+                Segment::Index(2)
+            ]
         );
         let text = "\napiVersion: tideshift.io/v1alpha1\nkind: ShiftPolicy\ns[]]pnd: \n";
         let message = err(text);
