@@ -71,6 +71,9 @@ pub struct RunArgs {
     /// How long a target whose replicas another writer changed is left alone.
     #[arg(long, default_value = "5m")]
     pub conflict_hold: PolicyDuration,
+    /// Let a policy name workloads in namespaces other than its own (refused by default).
+    #[arg(long, env = "TIDESHIFT_ALLOW_CROSS_NAMESPACE")]
+    pub allow_cross_namespace: bool,
 }
 
 fn default_identity() -> String {
@@ -182,19 +185,22 @@ async fn run_daemon(args: RunArgs) -> CliResult {
         .as_ref()
         .map_or_else(Leadership::always, |e| e.leadership());
 
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        source,
-        actuator,
-        Arc::from(crate::forecast::default_forecaster()),
-        metrics.clone(),
-        leadership.clone(),
-        Reporter {
-            controller: "tideshift".into(),
-            instance: Some(identity.clone()),
-        },
-        args.shrink_wait.0,
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            source,
+            actuator,
+            Arc::from(crate::forecast::default_forecaster()),
+            metrics.clone(),
+            leadership.clone(),
+            Reporter {
+                controller: "tideshift".into(),
+                instance: Some(identity.clone()),
+            },
+            args.shrink_wait.0,
+        )
+        .with_cross_namespace(args.allow_cross_namespace),
+    );
 
     let server = tokio::spawn(crate::telemetry::serve(
         args.listen,

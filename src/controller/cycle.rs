@@ -625,8 +625,20 @@ async fn apply(env: &Environment<'_>, plan: &Plan, report: &mut CycleReport) {
     let shrinks: Vec<(String, u32)> = plan.shrinks().map(|a| (a.name.to_string(), a.to)).collect();
     let grows: Vec<(String, u32)> = plan.grows().map(|a| (a.name.to_string(), a.to)).collect();
     for (phase, actions) in [("shrink", shrinks), ("grow", grows)] {
-        if phase == "grow" && !shrunk.is_empty() && !report.dry_run {
-            report.shrink_wait_timed_out = !wait_for_pods(env, &shrunk).await;
+        if phase == "grow" && !actions.is_empty() && !report.dry_run {
+            // Batch shrunk by an earlier cycle may still hold the capacity too: a cycle cut
+            // short (restart, lost leadership) whose successor finds nothing left to shrink.
+            let mut settle = shrunk.clone();
+            for w in report.workloads.iter().filter(|w| w.class == "offline") {
+                let growing = actions.iter().any(|(name, _)| *name == w.name);
+                let known = settle.iter().any(|(target, _)| *target == w.target);
+                if !growing && !known && !in_conflict.contains(&w.name) {
+                    settle.push((w.target.clone(), w.current));
+                }
+            }
+            if !settle.is_empty() {
+                report.shrink_wait_timed_out = !wait_for_pods(env, &settle).await;
+            }
         }
         for (name, desired) in actions {
             let Some((class, target)) = by_name.get(name.as_str()) else {
@@ -942,6 +954,40 @@ guardrails: {{scaleDown: {{maxPercentPerMinute: 100, stabilization: 20s}}}}
         );
         assert_eq!(report.direction(), Some("up"));
         assert!(!report.shrink_wait_timed_out);
+    }
+
+    #[tokio::test]
+    async fn a_grow_waits_for_batch_pods_shrunk_by_an_earlier_cycle() {
+        // Another replica shrank batch to 2 and died before its pods were gone.
+        let cluster = FakeCluster::with(&[("payment", 2), ("batch", 2)]);
+        cluster
+            .workloads
+            .lock()
+            .unwrap()
+            .get_mut("batch")
+            .unwrap()
+            .1 = 8;
+        let mut memory = PolicyMemory::default();
+        let report = cycle(
+            &spec("enforce"),
+            &source(750.0),
+            &cluster,
+            &mut memory,
+            true,
+        )
+        .await;
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let log = cluster.log();
+        assert!(!log.iter().any(|l| l.starts_with("scale batch")), "{log:?}");
+        let grow = log
+            .iter()
+            .position(|l| l.starts_with("scale payment"))
+            .expect("payment grows");
+        let batch_gone = log
+            .iter()
+            .position(|l| l == "pods batch 2")
+            .expect("batch pods counted down to 2");
+        assert!(batch_gone < grow, "{log:?}");
     }
 
     #[tokio::test]

@@ -50,6 +50,8 @@ pub struct Context {
     pub leadership: Leadership,
     pub recorder: Recorder,
     pub shrink_wait: Duration,
+    /// Whether a policy may name workloads outside its own namespace.
+    pub allow_cross_namespace: bool,
     states: Mutex<HashMap<String, Arc<Mutex<PolicyState>>>>,
 }
 
@@ -86,8 +88,17 @@ impl Context {
             metrics,
             leadership,
             shrink_wait,
+            allow_cross_namespace: false,
             states: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Let policies name workloads in other namespaces (off by default: whoever may write a
+    /// ShiftPolicy in one namespace must not be able to scale another namespace's workloads
+    /// through the daemon's rights).
+    pub fn with_cross_namespace(mut self, allow: bool) -> Self {
+        self.allow_cross_namespace = allow;
+        self
     }
 
     async fn state(&self, key: &str) -> Arc<Mutex<PolicyState>> {
@@ -132,6 +143,30 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// Targets of `spec` that lie outside `namespace`, as field errors.
+pub fn foreign_targets(spec: &ShiftPolicySpec, namespace: &str) -> Vec<String> {
+    let online = spec
+        .online
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (format!("spec.online[{i}]"), &w.target));
+    let offline = spec
+        .offline
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (format!("spec.offline[{i}]"), &w.target));
+    online
+        .chain(offline)
+        .filter_map(|(path, target)| {
+            let other = target.namespace.as_deref().filter(|ns| *ns != namespace)?;
+            Some(format!(
+                "{path}.target.namespace: {other} is outside the policy's namespace {namespace}; \
+                 refused (the daemon runs without --allow-cross-namespace)"
+            ))
+        })
+        .collect()
+}
+
 fn interval_of(spec: &ShiftPolicySpec) -> Duration {
     spec.interval.0.max(Duration::from_secs(1))
 }
@@ -164,18 +199,26 @@ pub async fn reconcile(policy: Arc<ShiftPolicy>, ctx: Arc<Context>) -> Result<Ac
     }
     state.last_run = Some((started, generation));
 
-    let invalid = match crate::policy::validate::validate(&policy) {
+    let checked = crate::policy::validate::validate(&policy)
+        .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())
+        .and_then(|()| {
+            let foreign = if ctx.allow_cross_namespace {
+                Vec::new()
+            } else {
+                foreign_targets(&policy.spec, &namespace)
+            };
+            if foreign.is_empty() {
+                Ok(())
+            } else {
+                Err(foreign)
+            }
+        });
+    let invalid = match checked {
         Ok(()) => {
             state.last_good = Some((generation, policy.spec.clone()));
             None
         }
-        Err(errors) => Some(
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
-        ),
+        Err(errors) => Some(errors.join("; ")),
     };
     let spec = state.last_good.as_ref().map(|(_, spec)| spec.clone());
     let report: Option<CycleReport> = match &spec {
@@ -350,4 +393,39 @@ pub async fn run_controllers(
     });
     futures::future::join_all(runs).await;
     pruner.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_in_other_namespaces_are_named() {
+        let spec: ShiftPolicySpec = serde_yaml::from_str(
+            r#"
+capacity: {cpu: "4"}
+online:
+  - name: payment
+    target: {kind: Deployment, name: payment, namespace: shop}
+    demand: {query: q}
+    perReplica: 10
+    replicas: {min: 1, max: 4}
+offline:
+  - name: own
+    target: {kind: Deployment, name: own}
+    replicas: {min: 0, max: 4}
+  - name: theirs
+    target: {kind: Deployment, name: theirs, namespace: payroll}
+    replicas: {min: 0, max: 4}
+"#,
+        )
+        .expect("spec");
+        let foreign = foreign_targets(&spec, "shop");
+        assert_eq!(foreign.len(), 1, "{foreign:?}");
+        assert!(
+            foreign[0].starts_with("spec.offline[1].target.namespace: payroll"),
+            "{foreign:?}"
+        );
+        assert_eq!(foreign_targets(&spec, "payroll").len(), 1);
+    }
 }

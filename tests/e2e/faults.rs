@@ -1,0 +1,2117 @@
+//! Fault classes on the real test bed (issue 7): Prometheus down, slow or erroring; bad metric
+//! data; an API server restart mid-shift; an etcd stall; leader loss; a competing writer; bad
+//! policies; security. Each test runs `tideshift run` as a child process with the
+//! least-privilege ServiceAccount, injects its fault with the real components (a fault proxy in
+//! front of the real Prometheus, `tests/e2e/testbed restart|pause|resume`), and judges what the
+//! daemon wrote (its own log of writes, JSON lines) and reported (status, Events, metrics).
+//!
+//! Every test writes `{"passed", "wrong_scale_actions", "lost_actions", "recovery_seconds"}` to
+//! `$TIDESHIFT_FAULTS_OUT/<class>.json` when that is set (`tests/e2e/faults --json` collects
+//! them), then asserts. The tests share one cluster, so they run one at a time (a lock), each
+//! in its own namespace with its own series, removed at the end.
+//!
+//! Run through `tests/e2e/faults`, `tests/run`, or after `eval "$(tests/e2e/testbed env)"`:
+//! `cargo test --test e2e_faults -- --test-threads=1 --nocapture`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::{Value, json};
+use tideshift::policy::{ShiftPolicy, ShiftPolicyStatus};
+
+// ---- environment -------------------------------------------------------------------------
+
+struct Env {
+    admin_kubeconfig: String,
+    daemon_kubeconfig: String,
+    prometheus_url: String,
+    metrics_addr: String,
+    faults_scrape_addr: String,
+    script: String,
+}
+
+fn testbed_env() -> Option<Env> {
+    if std::env::var("TIDESHIFT_SKIP_E2E").as_deref() == Ok("1") {
+        eprintln!("skipping the fault tests: TIDESHIFT_SKIP_E2E=1");
+        return None;
+    }
+    let get = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is unset: run the fault tests through tests/e2e/faults or tests/run \
+                 (they start the test bed), or by hand after `tests/e2e/testbed up && eval \
+                 \"$(tests/e2e/testbed env)\"`; set TIDESHIFT_SKIP_E2E=1 to skip them explicitly"
+            )
+        })
+    };
+    Some(Env {
+        admin_kubeconfig: get("KUBECONFIG"),
+        daemon_kubeconfig: get("TIDESHIFT_DAEMON_KUBECONFIG"),
+        prometheus_url: get("TIDESHIFT_PROMETHEUS_URL"),
+        metrics_addr: get("TESTBED_DAEMON_METRICS_ADDR"),
+        faults_scrape_addr: get("TESTBED_FAULTS_SCRAPE_ADDR"),
+        script: std::env::var("TESTBED_SCRIPT")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/testbed").into()),
+    })
+}
+
+/// The classes share one cluster (and the test bed's components): one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+fn suffix() -> String {
+    format!("{:x}", (unix_now() * 10.0) as u64 % 0xffffff)
+}
+
+async fn client_from(path: &str) -> Client {
+    let kubeconfig =
+        Kubeconfig::read_from(path).unwrap_or_else(|e| panic!("reading kubeconfig {path}: {e}"));
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("kubeconfig {path}: {e}"));
+    // A stalled etcd or a restarting API server must not hang the test's own reads.
+    config.read_timeout = Some(Duration::from_secs(10));
+    config.write_timeout = Some(Duration::from_secs(10));
+    Client::try_from(config).expect("building a kube client")
+}
+
+fn testbed(env: &Env, args: &[&str]) {
+    let status = std::process::Command::new(&env.script)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("running {} {args:?}: {e}", env.script));
+    assert!(status.success(), "tests/e2e/testbed {args:?} failed");
+}
+
+/// Poll `check` every `every` until it gives a value, or panic naming `what` after `timeout`.
+async fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+// ---- figures -----------------------------------------------------------------------------
+
+#[derive(Debug, Default, serde::Serialize)]
+struct Figures {
+    passed: bool,
+    wrong_scale_actions: usize,
+    lost_actions: usize,
+    recovery_seconds: Option<f64>,
+}
+
+/// Write the class's figures (for tests/e2e/faults), then fail the test if they are bad.
+fn report(class: &str, figures: &Figures, problems: &[String]) {
+    eprintln!(
+        "{class}: {}",
+        serde_json::to_string(figures).unwrap_or_default()
+    );
+    if let Ok(dir) = std::env::var("TIDESHIFT_FAULTS_OUT") {
+        let path = PathBuf::from(dir).join(format!("{class}.json"));
+        std::fs::write(&path, serde_json::to_string(figures).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    }
+    assert!(problems.is_empty(), "{class}: {problems:#?}");
+    assert!(figures.passed, "{class}: {figures:?}");
+}
+
+// ---- cluster objects ---------------------------------------------------------------------
+
+/// Deletes the test's namespaces when the test ends, however it ends.
+struct Namespaces(String, Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        let kubeconfig = self.0.clone();
+        let names = self.1.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Runtime::new() else {
+                return;
+            };
+            runtime.block_on(async {
+                let client = client_from(&kubeconfig).await;
+                for name in names {
+                    let _ = Api::<Namespace>::all(client.clone())
+                        .delete(&name, &DeleteParams::background())
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn create_namespace(client: &Client, name: &str) {
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+}
+
+/// Small pods (0.1 core) so that every class fits the test bed's nodes with room to spare.
+fn deployment(name: &str, replicas: i32) -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "nodeSelector": {"type": "kwok"},
+                    "terminationGracePeriodSeconds": 0,
+                    "containers": [{
+                        "name": "app",
+                        "image": "registry.invalid/tideshift/fake:1",
+                        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}
+                    }]
+                }
+            }
+        }
+    }))
+    .expect("deployment object")
+}
+
+async fn create_deployments(client: &Client, ns: &str, items: &[(&str, i32)]) {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    for (name, replicas) in items {
+        api.create(&PostParams::default(), &deployment(name, *replicas))
+            .await
+            .unwrap_or_else(|e| panic!("creating {ns}/{name}: {e}"));
+    }
+}
+
+/// The demand the test bed's exporter serves with 14 days of history (see docs/testbed.md).
+const CHECKOUT: &str = r#"sum(tideshift_demo_demand{workload="checkout"})"#;
+
+/// A policy over online `{prefix}payment` and offline `{prefix}training` (Deployments of 0.1
+/// core), with a budget of 12 pods.
+fn policy_yaml(name: &str, prefix: &str, query: &str, per_replica: u32) -> String {
+    let query = query.replace('\'', "''");
+    format!(
+        r#"
+apiVersion: tideshift.io/v1alpha1
+kind: ShiftPolicy
+metadata: {{name: {name}}}
+spec:
+  interval: 3s
+  capacity: {{cpu: 1200m, memory: 12Gi}}
+  online:
+    - name: {prefix}payment
+      target: {{kind: Deployment, name: {prefix}payment}}
+      demand: {{query: '{query}'}}
+      perReplica: {per_replica}
+      headroom: 0.1
+      quantile: 0.9
+      replicas: {{min: 1, max: 12}}
+      startup: 10s
+  offline:
+    - name: {prefix}training
+      target: {{kind: Deployment, name: {prefix}training}}
+      replicas: {{min: 0, max: 12}}
+  forecast: {{step: 1m, history: 3d, horizon: 30m, seasonality: [1d], retrain: 10m}}
+  guardrails:
+    scaleDown: {{maxPercentPerMinute: 100, stabilization: 20s}}
+"#
+    )
+}
+
+fn policy(name: &str, prefix: &str, query: &str, per_replica: u32) -> ShiftPolicy {
+    serde_yaml::from_str(&policy_yaml(name, prefix, query, per_replica)).expect("policy YAML")
+}
+
+async fn create_policy(client: &Client, ns: &str, policy: &ShiftPolicy) {
+    Api::<ShiftPolicy>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), policy)
+        .await
+        .unwrap_or_else(|e| panic!("creating policy in {ns}: {e}"));
+}
+
+async fn patch_policy(client: &Client, ns: &str, name: &str, patch: Value) {
+    Api::<ShiftPolicy>::namespaced(client.clone(), ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("patching policy {ns}/{name}: {e}"));
+}
+
+async fn status_of(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Option<(ShiftPolicy, ShiftPolicyStatus)> {
+    let policy = Api::<ShiftPolicy>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .ok()?;
+    let status = policy.status.clone()?;
+    Some((policy, status))
+}
+
+fn condition<'s>(
+    status: &'s ShiftPolicyStatus,
+    type_: &str,
+) -> Option<(&'s str, &'s str, &'s str)> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+}
+
+fn is_true(status: &ShiftPolicyStatus, type_: &str) -> bool {
+    condition(status, type_).is_some_and(|(s, _, _)| s == "True")
+}
+
+/// Ready, the current generation seen, and every workload at its desired replicas: the plan
+/// is applied. Returns the desired replicas by workload.
+async fn settled(client: &Client, ns: &str, name: &str) -> Option<BTreeMap<String, u32>> {
+    let (policy, status) = status_of(client, ns, name).await?;
+    if status.observed_generation != policy.metadata.generation
+        || !is_true(&status, "Ready")
+        || status.workloads.is_empty()
+        || status.workloads.iter().any(|w| w.current != w.desired)
+    {
+        return None;
+    }
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let mut desired = BTreeMap::new();
+    for w in &status.workloads {
+        let spec = deployments.get(&w.name).await.ok()?.spec.replicas?;
+        if spec as u32 != w.desired {
+            return None;
+        }
+        desired.insert(w.name.clone(), w.desired);
+    }
+    Some(desired)
+}
+
+async fn wait_settled(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+) -> BTreeMap<String, u32> {
+    wait_until(
+        &format!("policy {ns}/{name} to be Ready with its plan applied"),
+        timeout,
+        async || settled(client, ns, name).await,
+    )
+    .await
+}
+
+async fn replicas(client: &Client, ns: &str, name: &str) -> Option<u32> {
+    let d = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .ok()?;
+    Some(d.spec.replicas? as u32)
+}
+
+/// Reasons of tideshift's Events on the policies of `ns`.
+async fn event_reasons(client: &Client, ns: &str) -> Vec<String> {
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map(|list| {
+            list.items
+                .into_iter()
+                .filter(|e| e.reporting_controller.as_deref() == Some("tideshift"))
+                .filter_map(|e| e.reason)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// ---- the daemon under test ---------------------------------------------------------------
+
+fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+    listener.local_addr().expect("local address").to_string()
+}
+
+/// A scale write the daemon made, from its JSON log.
+#[derive(Clone, Debug)]
+struct Write {
+    at: f64,
+    target: String,
+    from: u64,
+    to: u64,
+}
+
+/// `tideshift run` as a child process; killed when dropped. Its stderr (JSON lines) goes to a
+/// file: the record of every write it made.
+struct Daemon {
+    child: std::process::Child,
+    log: PathBuf,
+    metrics_addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn spawn(env: &Env, prometheus_url: &str, metrics_addr: &str, extra: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("daemon.log");
+        let file = std::fs::File::create(&log).expect("daemon log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tideshift"))
+            .args([
+                "run",
+                "--kubeconfig",
+                &env.daemon_kubeconfig,
+                "--prometheus-url",
+                prometheus_url,
+                "--listen",
+                metrics_addr,
+            ])
+            .args(extra)
+            .env("RUST_LOG", "info,tideshift=debug")
+            .env("TIDESHIFT_LOG_FORMAT", "json")
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("starting tideshift run");
+        Daemon {
+            child,
+            log,
+            metrics_addr: metrics_addr.to_string(),
+            _dir: dir,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn writes(&self) -> Vec<Write> {
+        self.log_text()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|v| v["fields"]["message"] == "scaled")
+            .filter_map(|v| {
+                let at = chrono::DateTime::parse_from_rfc3339(v["timestamp"].as_str()?).ok()?;
+                Some(Write {
+                    at: at.timestamp_micros() as f64 / 1e6,
+                    target: v["fields"]["target"].as_str()?.to_string(),
+                    from: v["fields"]["from"].as_u64()?,
+                    to: v["fields"]["to"].as_u64()?,
+                })
+            })
+            .collect()
+    }
+
+    #[allow(dead_code)] // used by the classes that land next
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sum of a metric's samples whose labels contain every `label="value"` in `with`.
+    async fn metric(&self, name: &str, with: &[&str]) -> Option<f64> {
+        let text = reqwest::get(format!("http://{}/metrics", self.metrics_addr))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let mut sum = None;
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix(name) else {
+                continue;
+            };
+            if !(rest.starts_with('{') || rest.starts_with(' ')) {
+                continue;
+            }
+            if !with.iter().all(|l| rest.contains(l)) {
+                continue;
+            }
+            if let Some(value) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+                *sum.get_or_insert(0.0) += value;
+            }
+        }
+        sum
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn writes_to<'w>(writes: &'w [Write], ns: &str, name: &str) -> Vec<&'w Write> {
+    let target = format!("Deployment {ns}/{name}");
+    writes.iter().filter(|w| w.target == target).collect()
+}
+
+// ---- a fault-injecting HTTP proxy in front of Prometheus -------------------------------------
+
+const PASS: u8 = 0;
+const ERROR_5XX: u8 = 1;
+const HANG: u8 = 2;
+
+struct ProxyState {
+    upstream: String,
+    mode: AtomicU8,
+    requests: AtomicU64,
+    /// Every distinct Authorization header value seen.
+    authorizations: Mutex<Vec<String>>,
+    client: reqwest::Client,
+}
+
+/// Passes requests to Prometheus, answers 503, or hangs (past the daemon's timeout); `refuse`
+/// closes the port (connection refused) until `restore`. Every response says
+/// `Connection: close`, so no pooled connection outlives a refusal.
+struct Proxy {
+    addr: SocketAddr,
+    state: Arc<ProxyState>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+async fn proxy_handler(
+    axum::extract::State(state): axum::extract::State<Arc<ProxyState>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    let headers = request.headers().clone();
+    if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        let mut seen = state
+            .authorizations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !seen.iter().any(|s| s == auth) {
+            seen.push(auth.to_string());
+        }
+    }
+    let close = [("connection", "close")];
+    match state.mode.load(Ordering::SeqCst) {
+        ERROR_5XX => {
+            return (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                close,
+                "injected fault: 503",
+            )
+                .into_response();
+        }
+        HANG => {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            return (axum::http::StatusCode::GATEWAY_TIMEOUT, close).into_response();
+        }
+        _ => {}
+    }
+    let method = request.method().clone();
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/".to_string(), |p| p.to_string());
+    let Ok(body) = axum::body::to_bytes(request.into_body(), 16 << 20).await else {
+        return (axum::http::StatusCode::BAD_REQUEST, close).into_response();
+    };
+    let mut upstream = state
+        .client
+        .request(method, format!("{}{path}", state.upstream))
+        .body(body);
+    if let Some(ct) = headers.get("content-type").and_then(|v| v.to_str().ok()) {
+        upstream = upstream.header("content-type", ct);
+    }
+    match upstream.send().await {
+        Ok(response) => {
+            let status = axum::http::StatusCode::from_u16(response.status().as_u16())
+                .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+            let ct = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/json")
+                .to_string();
+            let bytes = response.bytes().await.unwrap_or_default();
+            (
+                status,
+                [("connection", "close"), ("content-type", ct.as_str())],
+                bytes,
+            )
+                .into_response()
+        }
+        Err(e) => (axum::http::StatusCode::BAD_GATEWAY, close, e.to_string()).into_response(),
+    }
+}
+
+impl Proxy {
+    async fn start(upstream: &str) -> Proxy {
+        let state = Arc::new(ProxyState {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            mode: AtomicU8::new(PASS),
+            requests: AtomicU64::new(0),
+            authorizations: Mutex::new(Vec::new()),
+            client: reqwest::Client::new(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let mut proxy = Proxy {
+            addr,
+            state,
+            server: None,
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let app = axum::Router::new()
+            .fallback(proxy_handler)
+            .with_state(self.state.clone());
+        self.server = Some(tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        }));
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn set(&self, mode: u8) {
+        self.state.mode.store(mode, Ordering::SeqCst);
+    }
+
+    /// Close the port: connections are refused.
+    async fn refuse(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+            let _ = server.await;
+        }
+    }
+
+    async fn restore(&mut self) {
+        self.set(PASS);
+        if self.server.is_none() {
+            let listener = wait_until(
+                "the proxy's port to be free again",
+                Duration::from_secs(30),
+                async || tokio::net::TcpListener::bind(self.addr).await.ok(),
+            )
+            .await;
+            self.serve(listener);
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+// ---- 1. Prometheus down, slow, erroring ------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_down_slow_or_erroring_holds_the_plan_and_recovers() {
+    let Some(env) = testbed_env() else { return };
+    let _serial = SERIAL.lock().await;
+    let admin = client_from(&env.admin_kubeconfig).await;
+    let ns = format!("faults-prom-{}", suffix());
+    let _cleanup = Namespaces(env.admin_kubeconfig.clone(), vec![ns.clone()]);
+    create_namespace(&admin, &ns).await;
+    create_deployments(&admin, &ns, &[("payment", 2), ("training", 8)]).await;
+    create_policy(&admin, &ns, &policy("shop", "", CHECKOUT, 50)).await;
+
+    let mut proxy = Proxy::start(&env.prometheus_url).await;
+    let daemon = Daemon::spawn(
+        &env,
+        &proxy.url(),
+        &env.metrics_addr,
+        &[
+            "--namespace",
+            &ns,
+            "--prometheus-timeout",
+            "2s",
+            "--shrink-wait",
+            "20s",
+        ],
+    );
+    let before = wait_settled(&admin, &ns, "shop", Duration::from_secs(240)).await;
+    let payment_before = before["payment"];
+    eprintln!("settled before the faults: {before:?}");
+
+    let mut problems = Vec::new();
+    let mut wrong = 0;
+    let mut recovery: f64 = 0.0;
+    let mut fault_windows = Vec::new();
+    for fault in ["5xx", "hang", "refused"] {
+        let started = unix_now();
+        match fault {
+            "5xx" => proxy.set(ERROR_5XX),
+            "hang" => proxy.set(HANG),
+            _ => proxy.refuse().await,
+        }
+        // Degraded, said three ways: the condition, an Event, the metric.
+        let degraded = wait_until(
+            &format!("Degraded=True during Prometheus {fault}"),
+            Duration::from_secs(120),
+            async || {
+                let (_, status) = status_of(&admin, &ns, "shop").await?;
+                condition(&status, "Degraded")
+                    .filter(|(s, _, _)| *s == "True")
+                    .map(|(_, reason, message)| (reason.to_string(), message.to_string()))
+            },
+        )
+        .await;
+        if degraded.0 != "MetricsUnavailable" {
+            problems.push(format!("{fault}: Degraded reason {degraded:?}"));
+        }
+        let gauge = daemon
+            .metric(
+                "tideshift_policy_condition",
+                &["type=\"Degraded\"", "policy=\"shop\""],
+            )
+            .await;
+        if gauge != Some(1.0) {
+            problems.push(format!(
+                "{fault}: tideshift_policy_condition{{type=Degraded}} = {gauge:?}"
+            ));
+        }
+        if fault == "refused" {
+            // A change made during the outage must be applied once Prometheus is back.
+            patch_policy(&admin, &ns, "shop", json!({"spec": {"online": [
+                serde_yaml::from_str::<Value>(&format!(
+                    "{{name: payment, target: {{kind: Deployment, name: payment}}, demand: {{query: '{CHECKOUT}'}}, perReplica: 25, headroom: 0.1, quantile: 0.9, replicas: {{min: 1, max: 12}}, startup: 10s}}"
+                )).expect("online workload")
+            ]}})).await;
+        }
+        // Hold the fault for several cycles.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let payment_during = replicas(&admin, &ns, "payment").await;
+        if payment_during.is_some_and(|p| p < payment_before) {
+            problems.push(format!(
+                "{fault}: payment scaled down to {payment_during:?}"
+            ));
+        }
+        proxy.restore().await;
+        let ended = unix_now();
+        wait_until(
+            &format!("Degraded=False after Prometheus {fault}"),
+            Duration::from_secs(120),
+            async || {
+                let (_, status) = status_of(&admin, &ns, "shop").await?;
+                (!is_true(&status, "Degraded") && is_true(&status, "Ready")).then_some(())
+            },
+        )
+        .await;
+        recovery = recovery.max(unix_now() - ended);
+        fault_windows.push((fault, started, unix_now()));
+    }
+    // The change made during the outage: payment grows (batch gives way), nothing lost.
+    let after = wait_settled(&admin, &ns, "shop", Duration::from_secs(120)).await;
+    let lost = usize::from(after["payment"] <= payment_before);
+    if lost > 0 {
+        problems.push(format!(
+            "the change made during the outage was not applied: {before:?} -> {after:?}"
+        ));
+    }
+
+    let writes = daemon.writes();
+    for (fault, from, to) in &fault_windows {
+        for w in writes.iter().filter(|w| w.at >= *from && w.at <= *to) {
+            // The only write allowed while demand is unreadable: none. After recovery, the
+            // policy change (payment up, training down) is due.
+            let recovered_change = *fault == "refused" && w.at > *to - recovery - 1.0;
+            if !recovered_change {
+                wrong += 1;
+                problems.push(format!("write during Prometheus {fault}: {w:?}"));
+            }
+        }
+    }
+    let online_down = writes
+        .iter()
+        .filter(|w| w.target.ends_with("/payment") && w.to < w.from)
+        .count();
+    if online_down > 0 {
+        wrong += online_down;
+        problems.push(format!(
+            "payment scaled down {online_down} times: {writes:?}"
+        ));
+    }
+    let reasons = event_reasons(&admin, &ns).await;
+    if !reasons.iter().any(|r| r == "MetricsUnavailable") {
+        problems.push(format!("no MetricsUnavailable Event: {reasons:?}"));
+    }
+    for reason in ["http", "timeout", "unreachable"] {
+        let count = daemon
+            .metric(
+                "tideshift_prometheus_errors_total",
+                &[&format!("reason=\"{reason}\"")],
+            )
+            .await
+            .unwrap_or(0.0);
+        if count < 1.0 {
+            problems.push(format!(
+                "tideshift_prometheus_errors_total{{reason={reason}}} = {count}"
+            ));
+        }
+    }
+    let figures = Figures {
+        passed: problems.is_empty(),
+        wrong_scale_actions: wrong,
+        lost_actions: lost,
+        recovery_seconds: Some((recovery * 10.0).round() / 10.0),
+    };
+    report("prometheus", &figures, &problems);
+}
+
+// ---- 7. bad policies --------------------------------------------------------------------------
+
+/// Policies the CRD's OpenAPI schema or CEL rules refuse at apply: (what, YAML).
+fn refused_at_apply() -> Vec<(&'static str, String)> {
+    let good = policy_yaml("bad", "", CHECKOUT, 50);
+    let swap = |from: &str, to: &str| {
+        assert!(good.contains(from), "{from:?} not in the template");
+        good.replacen(from, to, 1)
+    };
+    vec![
+        (
+            "replicas.min > replicas.max",
+            swap("replicas: {min: 1, max: 12}", "replicas: {min: 5, max: 2}"),
+        ),
+        ("perReplica 0", swap("perReplica: 50", "perReplica: 0")),
+        ("quantile 0.4", swap("quantile: 0.9", "quantile: 0.4")),
+        ("headroom 11", swap("headroom: 0.1", "headroom: 11")),
+        (
+            "duration not a duration",
+            swap("interval: 3s", "interval: 3 seconds"),
+        ),
+        (
+            "unknown mode",
+            swap("  interval: 3s", "  mode: yolo\n  interval: 3s"),
+        ),
+        (
+            "online Job target",
+            swap(
+                "target: {kind: Deployment, name: payment}",
+                "target: {kind: Job, name: payment}",
+            ),
+        ),
+        (
+            "Deployment target without name",
+            swap(
+                "target: {kind: Deployment, name: payment}",
+                "target: {kind: Deployment}",
+            ),
+        ),
+        (
+            "selector on a Deployment",
+            swap(
+                "target: {kind: Deployment, name: training}",
+                "target: {kind: Deployment, name: training, selector: {team: x}}",
+            ),
+        ),
+        (
+            "capacity without cpu or nodeSelector",
+            swap(
+                "capacity: {cpu: 1200m, memory: 12Gi}",
+                "capacity: {memory: 12Gi}",
+            ),
+        ),
+        ("quantity not a quantity", swap("cpu: 1200m", "cpu: lots")),
+        ("no online workload", {
+            let start = good.find("  online:").expect("online");
+            let end = good.find("  offline:").expect("offline");
+            format!("{}  online: []\n{}", &good[..start], &good[end..])
+        }),
+        (
+            "duplicate workload names",
+            swap("- name: training", "- name: payment"),
+        ),
+        (
+            "offline weight 0",
+            swap(
+                "replicas: {min: 0, max: 12}",
+                "replicas: {min: 0, max: 12}\n      weight: 0",
+            ),
+        ),
+        (
+            "maxPercentPerMinute 0",
+            swap("maxPercentPerMinute: 100", "maxPercentPerMinute: 0"),
+        ),
+        (
+            "workload name not DNS-1123",
+            swap("- name: payment", "- name: Payment_API"),
+        ),
+        (
+            "target namespace not DNS-1123",
+            swap("name: training}", "name: training, namespace: Not_Valid}"),
+        ),
+        (
+            "event with start and cron",
+            swap(
+                "  guardrails:",
+                "  events: [{name: sale, start: \"2026-11-11T00:00:00Z\", cron: \"0 20 * * *\", duration: 1h}]\n  guardrails:",
+            ),
+        ),
+        (
+            "empty demand query",
+            swap(
+                &format!("demand: {{query: '{}'}}", CHECKOUT.replace('\'', "''")),
+                "demand: {query: ''}",
+            ),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_policies_are_refused_at_apply_or_reported_and_never_stop_others() {
+    let Some(env) = testbed_env() else { return };
+    let _serial = SERIAL.lock().await;
+    let admin = client_from(&env.admin_kubeconfig).await;
+    let ns = format!("faults-policy-{}", suffix());
+    let _cleanup = Namespaces(env.admin_kubeconfig.clone(), vec![ns.clone()]);
+    create_namespace(&admin, &ns).await;
+    let mut problems = Vec::new();
+
+    // 1. What the API server refuses: nothing is stored.
+    let api: Api<ShiftPolicy> = Api::namespaced(admin.clone(), &ns);
+    for (what, yaml) in refused_at_apply() {
+        let object: Value = serde_yaml::from_str(&yaml).expect("bad policy YAML");
+        let dynamic: kube::api::DynamicObject = serde_json::from_value(object).expect("object");
+        let raw: Api<kube::api::DynamicObject> = Api::namespaced_with(
+            admin.clone(),
+            &ns,
+            &kube::api::ApiResource::erase::<ShiftPolicy>(&()),
+        );
+        match raw.create(&PostParams::default(), &dynamic).await {
+            Err(kube::Error::Api(status)) if status.code == 422 => {
+                eprintln!("refused at apply: {what}: {}", status.message);
+            }
+            Err(e) => problems.push(format!("{what}: refused, but not as invalid: {e}")),
+            Ok(_) => {
+                problems.push(format!("{what}: the API server accepted it"));
+                let _ = api.delete("bad", &DeleteParams::default()).await;
+            }
+        }
+    }
+
+    // 2. What passes the schema but not the daemon's validation.
+    create_deployments(
+        &admin,
+        &ns,
+        &[
+            ("a-payment", 2),
+            ("a-training", 6),
+            ("b-payment", 2),
+            ("b-training", 6),
+            ("c-payment", 2),
+            ("c-training", 3),
+        ],
+    )
+    .await;
+    create_policy(&admin, &ns, &policy("a", "a-", CHECKOUT, 50)).await;
+    create_policy(&admin, &ns, &policy("b", "b-", CHECKOUT, 50)).await;
+    // Invalid from the start: an interval of 2 h (at most 1 h) passes the schema.
+    let mut fresh_bad = policy("c", "c-", CHECKOUT, 10);
+    fresh_bad.spec.interval = serde_yaml::from_str("2h").expect("duration");
+    create_policy(&admin, &ns, &fresh_bad).await;
+
+    let daemon = Daemon::spawn(
+        &env,
+        &env.prometheus_url,
+        &env.metrics_addr,
+        &["--namespace", &ns],
+    );
+    let a_before = wait_settled(&admin, &ns, "a", Duration::from_secs(240)).await;
+    let b_before = wait_settled(&admin, &ns, "b", Duration::from_secs(120)).await;
+    let c = wait_until(
+        "policy c to be reported invalid",
+        Duration::from_secs(60),
+        async || {
+            let (_, status) = status_of(&admin, &ns, "c").await?;
+            condition(&status, "Ready")
+                .filter(|(s, _, _)| *s == "False")
+                .map(|(_, r, m)| (r.to_string(), m.to_string()))
+        },
+    )
+    .await;
+    if c.0 != "InvalidPolicy" || !c.1.contains("spec.interval") {
+        problems.push(format!("policy invalid from the start: Ready=False {c:?}"));
+    }
+
+    // Policy a turns invalid (an unparseable cron: the schema only counts its fields) in the
+    // same edit that would otherwise shift capacity to payment: nothing of it is applied.
+    let edited = unix_now();
+    patch_policy(&admin, &ns, "a", json!({"spec": {
+        "events": [{"name": "sale", "cron": "61 * * * *", "duration": "1h"}],
+        "online": [serde_yaml::from_str::<Value>(&format!(
+            "{{name: a-payment, target: {{kind: Deployment, name: a-payment}}, demand: {{query: '{CHECKOUT}'}}, perReplica: 10, headroom: 0.1, quantile: 0.9, replicas: {{min: 1, max: 12}}, startup: 10s}}"
+        )).expect("online workload")]
+    }}))
+    .await;
+    let a_invalid = wait_until(
+        "policy a to be reported invalid",
+        Duration::from_secs(60),
+        async || {
+            let (_, status) = status_of(&admin, &ns, "a").await?;
+            condition(&status, "Ready")
+                .filter(|(s, r, _)| *s == "False" && *r == "InvalidPolicy")
+                .map(|(_, _, m)| m.to_string())
+        },
+    )
+    .await;
+    if !a_invalid.contains("spec.events[0].cron") {
+        problems.push(format!(
+            "invalid message does not name the field: {a_invalid}"
+        ));
+    }
+    // Policy b keeps working: a change to it is applied while a is invalid.
+    patch_policy(&admin, &ns, "b", json!({"spec": {"online": [serde_yaml::from_str::<Value>(&format!(
+        "{{name: b-payment, target: {{kind: Deployment, name: b-payment}}, demand: {{query: '{CHECKOUT}'}}, perReplica: 25, headroom: 0.1, quantile: 0.9, replicas: {{min: 1, max: 12}}, startup: 10s}}"
+    )).expect("online workload")]}}))
+    .await;
+    let b_after = wait_until(
+        "policy b to apply its change",
+        Duration::from_secs(120),
+        async || {
+            let desired = settled(&admin, &ns, "b").await?;
+            (desired["b-payment"] > b_before["b-payment"]).then_some(desired)
+        },
+    )
+    .await;
+    eprintln!("b after its change: {b_after:?}");
+    // a kept its last good plan all along.
+    let mut wrong = 0;
+    for w in daemon
+        .writes()
+        .iter()
+        .filter(|w| w.at >= edited && w.target.contains("/a-"))
+    {
+        wrong += 1;
+        problems.push(format!("write to a's workload while a was invalid: {w:?}"));
+    }
+    for w in daemon.writes().iter().filter(|w| w.target.contains("/c-")) {
+        wrong += 1;
+        problems.push(format!("write to c's workload (never valid): {w:?}"));
+    }
+    let reasons = event_reasons(&admin, &ns).await;
+    if reasons.iter().filter(|r| *r == "InvalidPolicy").count() < 2 {
+        problems.push(format!(
+            "expected InvalidPolicy Events for a and c: {reasons:?}"
+        ));
+    }
+    // Fixing a resumes it, with the change.
+    let fixed = unix_now();
+    patch_policy(&admin, &ns, "a", json!({"spec": {"events": []}})).await;
+    let a_after = wait_until(
+        "policy a to run again after the fix",
+        Duration::from_secs(120),
+        async || {
+            let desired = settled(&admin, &ns, "a").await?;
+            (desired["a-payment"] > a_before["a-payment"]).then_some(desired)
+        },
+    )
+    .await;
+    let recovery = unix_now() - fixed;
+    eprintln!("a: {a_before:?} -> {a_after:?}");
+    let figures = Figures {
+        passed: problems.is_empty(),
+        wrong_scale_actions: wrong,
+        lost_actions: 0,
+        recovery_seconds: Some((recovery * 10.0).round() / 10.0),
+    };
+    drop(daemon);
+    report("bad_policies", &figures, &problems);
+}
+
+// ---- 6. a competing writer ----------------------------------------------------------------
+
+async fn scale_by_hand(client: &Client, ns: &str, name: &str, replicas: u32) -> bool {
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .patch_scale(
+            name,
+            &PatchParams {
+                field_manager: Some("kubectl".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+        )
+        .await
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_competing_writer_is_reported_and_never_fought() {
+    let Some(env) = testbed_env() else { return };
+    let _serial = SERIAL.lock().await;
+    let admin = client_from(&env.admin_kubeconfig).await;
+    let ns = format!("faults-writer-{}", suffix());
+    let _cleanup = Namespaces(env.admin_kubeconfig.clone(), vec![ns.clone()]);
+    create_namespace(&admin, &ns).await;
+    create_deployments(&admin, &ns, &[("payment", 2), ("training", 8)]).await;
+    create_policy(&admin, &ns, &policy("shop", "", CHECKOUT, 50)).await;
+    let hold = 20.0;
+    let daemon = Daemon::spawn(
+        &env,
+        &env.prometheus_url,
+        &env.metrics_addr,
+        &["--namespace", &ns, "--conflict-hold", "20s"],
+    );
+    let before = wait_settled(&admin, &ns, "shop", Duration::from_secs(240)).await;
+    eprintln!("settled: {before:?}");
+    let mut problems = Vec::new();
+    let mut wrong = 0;
+    let mut lost = 0;
+
+    // A. A person keeps scaling training to another value for a minute.
+    let by_hand = before["training"].saturating_sub(3);
+    let person_from = unix_now();
+    let window = 60.0;
+    let mut conflict_seen = None;
+    while unix_now() - person_from < window {
+        if replicas(&admin, &ns, "training").await != Some(by_hand) {
+            scale_by_hand(&admin, &ns, "training", by_hand).await;
+        }
+        if conflict_seen.is_none()
+            && let Some((_, status)) = status_of(&admin, &ns, "shop").await
+            && let Some(("True", reason, message)) = condition(&status, "Conflict")
+        {
+            conflict_seen = Some((reason.to_string(), message.to_string()));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let person_to = unix_now();
+    match &conflict_seen {
+        Some((reason, message)) if reason == "OtherWriter" && message.contains("training") => {}
+        other => problems.push(format!(
+            "Conflict while a person scaled training: {other:?}"
+        )),
+    }
+    let writes = daemon.writes();
+    let fights = writes_to(&writes, &ns, "training")
+        .into_iter()
+        .filter(|w| w.at >= person_from && w.at <= person_to)
+        .count();
+    // At most one write per hold: the daemon takes the other value as baseline after it.
+    let bound = (window / hold).ceil() as usize + 1;
+    eprintln!("daemon writes to training while a person scaled it: {fights} (bound {bound})");
+    if fights > bound {
+        wrong += fights - bound;
+        problems.push(format!(
+            "tug of war: {fights} writes to training in {window}s (bound {bound})"
+        ));
+    }
+    // The person stops: after the hold the daemon's plan applies again.
+    let settled_again = wait_until(
+        "the plan to apply after the person stopped",
+        Duration::from_secs(120),
+        async || {
+            let desired = settled(&admin, &ns, "shop").await?;
+            let (_, status) = status_of(&admin, &ns, "shop").await?;
+            (!is_true(&status, "Conflict")).then_some(desired)
+        },
+    )
+    .await;
+    let recovery_person = unix_now() - person_to;
+    if recovery_person > hold + 60.0 {
+        problems.push(format!(
+            "took {recovery_person:.0}s to resume after the person stopped"
+        ));
+    }
+    eprintln!("after the person: {settled_again:?}");
+
+    // B. An HPA on payment: tideshift leaves payment alone while it exists, even when its own
+    //    plan wants payment to grow.
+    let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "metadata": {"name": "payment"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "payment"},
+            "minReplicas": 1, "maxReplicas": 12,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]
+        }
+    }))
+    .expect("hpa");
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(admin.clone(), &ns);
+    hpas.create(&PostParams::default(), &hpa)
+        .await
+        .expect("creating the HPA");
+    let hpa_seen = wait_until(
+        "Conflict=True naming the HPA",
+        Duration::from_secs(60),
+        async || {
+            let (_, status) = status_of(&admin, &ns, "shop").await?;
+            condition(&status, "Conflict")
+                .filter(|(s, _, m)| *s == "True" && m.contains("HorizontalPodAutoscaler"))
+                .map(|_| unix_now())
+        },
+    )
+    .await;
+    let payment_at_hpa = replicas(&admin, &ns, "payment").await;
+    patch_policy(&admin, &ns, "shop", json!({"spec": {"online": [serde_yaml::from_str::<Value>(&format!(
+        "{{name: payment, target: {{kind: Deployment, name: payment}}, demand: {{query: '{CHECKOUT}'}}, perReplica: 25, headroom: 0.1, quantile: 0.9, replicas: {{min: 1, max: 12}}, startup: 10s}}"
+    )).expect("online workload")]}}))
+    .await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let hpa_writes: Vec<Write> = writes_to(&daemon.writes(), &ns, "payment")
+        .into_iter()
+        .filter(|w| w.at >= hpa_seen)
+        .cloned()
+        .collect();
+    if !hpa_writes.is_empty() {
+        wrong += hpa_writes.len();
+        problems.push(format!(
+            "wrote payment while an HPA scaled it: {hpa_writes:?}"
+        ));
+    }
+    if replicas(&admin, &ns, "payment").await != payment_at_hpa {
+        problems.push("payment changed while the HPA owned it".into());
+    }
+    let hpa_gone = unix_now();
+    hpas.delete("payment", &DeleteParams::default())
+        .await
+        .expect("deleting the HPA");
+    let after = wait_until(
+        "payment to grow once the HPA is gone",
+        Duration::from_secs(120),
+        async || {
+            let desired = settled(&admin, &ns, "shop").await?;
+            (desired["payment"] > before["payment"]).then_some(desired)
+        },
+    )
+    .await;
+    let recovery_hpa = unix_now() - hpa_gone;
+    if after["payment"] <= before["payment"] {
+        lost += 1;
+    }
+    let reasons = event_reasons(&admin, &ns).await;
+    if !reasons.iter().any(|r| r == "OtherWriter") {
+        problems.push(format!("no OtherWriter Event: {reasons:?}"));
+    }
+    let figures = Figures {
+        passed: problems.is_empty(),
+        wrong_scale_actions: wrong,
+        lost_actions: lost,
+        recovery_seconds: Some((recovery_person.max(recovery_hpa) * 10.0).round() / 10.0),
+    };
+    report("competing_writer", &figures, &problems);
+}
+
+// ---- 10. security ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_privilege_cross_namespace_refusal_no_token_in_logs_and_a_locked_down_chart() {
+    let Some(env) = testbed_env() else { return };
+    let _serial = SERIAL.lock().await;
+    let admin = client_from(&env.admin_kubeconfig).await;
+    let id = suffix();
+    let ns = format!("faults-sec-{id}");
+    let other = format!("faults-sec-other-{id}");
+    let _cleanup = Namespaces(
+        env.admin_kubeconfig.clone(),
+        vec![ns.clone(), other.clone()],
+    );
+    create_namespace(&admin, &ns).await;
+    create_namespace(&admin, &other).await;
+    create_deployments(
+        &admin,
+        &ns,
+        &[
+            ("payment", 2),
+            ("training", 8),
+            ("bystander", 3),
+            ("x-payment", 2),
+        ],
+    )
+    .await;
+    create_deployments(&admin, &other, &[("victim", 6)]).await;
+    create_policy(&admin, &ns, &policy("own", "", CHECKOUT, 50)).await;
+    // A policy in `ns` that would shrink a workload of another namespace.
+    let mut cross = policy("cross", "x-", CHECKOUT, 10);
+    cross.spec.offline[0].target.name = Some("victim".into());
+    cross.spec.offline[0].target.namespace = Some(other.clone());
+    create_policy(&admin, &ns, &cross).await;
+
+    let mut problems = Vec::new();
+    let mut wrong = 0;
+    // Prometheus behind a bearer token: the proxy sees it, the logs never do.
+    let token = format!("tok-{}-{}", suffix(), std::process::id());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &token).expect("token file");
+    let proxy = Proxy::start(&env.prometheus_url).await;
+    let token_path = token_file.display().to_string();
+    let mut daemon = Daemon::spawn(
+        &env,
+        &proxy.url(),
+        &env.metrics_addr,
+        &["--namespace", &ns, "--prometheus-token-file", &token_path],
+    );
+    wait_settled(&admin, &ns, "own", Duration::from_secs(240)).await;
+    let refused = wait_until(
+        "the cross-namespace policy to be refused",
+        Duration::from_secs(60),
+        async || {
+            let (_, status) = status_of(&admin, &ns, "cross").await?;
+            condition(&status, "Ready")
+                .filter(|(s, _, _)| *s == "False")
+                .map(|(_, r, m)| (r.to_string(), m.to_string()))
+        },
+    )
+    .await;
+    if refused.0 != "InvalidPolicy" || !refused.1.contains(&other) {
+        problems.push(format!("cross-namespace policy: Ready=False {refused:?}"));
+    }
+    // Several more cycles, then look at what was touched.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    for (namespace, name) in [(&ns, "bystander"), (&other, "victim"), (&ns, "x-payment")] {
+        let d = Api::<Deployment>::namespaced(admin.clone(), namespace)
+            .get(name)
+            .await
+            .expect("reading a deployment");
+        let managers: Vec<String> = d
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter_map(|m| m.manager.clone())
+            .collect();
+        if managers.iter().any(|m| m == "tideshift") {
+            wrong += 1;
+            problems.push(format!("tideshift wrote {namespace}/{name}: {managers:?}"));
+        }
+    }
+    let authorizations = proxy
+        .state
+        .authorizations
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if authorizations != vec![format!("Bearer {token}")] {
+        problems.push(format!(
+            "Prometheus saw Authorization headers {authorizations:?}"
+        ));
+    }
+    daemon.kill();
+    let log = daemon.log_text();
+    if log.contains(&token) {
+        problems.push("the Prometheus bearer token is in the daemon's log".into());
+    }
+    let kubeconfig = std::fs::read_to_string(&env.daemon_kubeconfig).expect("daemon kubeconfig");
+    let sa_token = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: "))
+        .expect("token in the daemon kubeconfig");
+    if log.contains(sa_token) {
+        problems.push("the ServiceAccount token is in the daemon's log".into());
+    }
+
+    // The daemon's identity may scale, not edit, delete or read secrets.
+    let daemon_client = client_from(&env.daemon_kubeconfig).await;
+    let deployments: Api<Deployment> = Api::namespaced(daemon_client.clone(), &ns);
+    let attempts = [
+        (
+            "patch a whole Deployment",
+            deployments
+                .patch(
+                    "bystander",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+                )
+                .await
+                .err(),
+        ),
+        (
+            "delete a Deployment",
+            deployments
+                .delete("bystander", &DeleteParams::default())
+                .await
+                .err(),
+        ),
+        (
+            "list Secrets",
+            Api::<Secret>::namespaced(daemon_client.clone(), &ns)
+                .list(&ListParams::default())
+                .await
+                .err(),
+        ),
+        (
+            "create a Deployment",
+            deployments
+                .create(&PostParams::default(), &deployment("intruder", 1))
+                .await
+                .err(),
+        ),
+    ];
+    for (what, error) in attempts {
+        match error {
+            Some(kube::Error::Api(status)) if status.code == 403 => {}
+            other => {
+                wrong += 1;
+                problems.push(format!("the daemon's identity could {what}: {other:?}"));
+            }
+        }
+    }
+
+    // The chart runs the daemon as non-root on a read-only root filesystem.
+    let helm = std::env::var("TESTBED_HELM").unwrap_or_else(|_| "helm".into());
+    let rendered = std::process::Command::new(&helm)
+        .args([
+            "template",
+            "t",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/charts/tideshift"),
+        ])
+        .output()
+        .expect("running helm template");
+    assert!(
+        rendered.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let text = String::from_utf8_lossy(&rendered.stdout).to_string();
+    let mut checked = false;
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let Ok(object) = <Value as serde::Deserialize>::deserialize(document) else {
+            continue;
+        };
+        if object["kind"] != "Deployment" {
+            continue;
+        }
+        checked = true;
+        let pod = &object["spec"]["template"]["spec"];
+        if pod["securityContext"]["runAsNonRoot"] != true {
+            problems.push(format!(
+                "chart pod securityContext: {}",
+                pod["securityContext"]
+            ));
+        }
+        for container in pod["containers"].as_array().into_iter().flatten() {
+            let sc = &container["securityContext"];
+            if sc["readOnlyRootFilesystem"] != true
+                || sc["allowPrivilegeEscalation"] != false
+                || sc["runAsUser"] == 0
+            {
+                problems.push(format!("chart container securityContext: {sc}"));
+            }
+        }
+    }
+    if !checked {
+        problems.push("no Deployment in the rendered chart".into());
+    }
+    let figures = Figures {
+        passed: problems.is_empty(),
+        wrong_scale_actions: wrong,
+        lost_actions: 0,
+        recovery_seconds: None,
+    };
+    report("security", &figures, &problems);
+}
+
+// ---- shifts interrupted by faults (3, 4, 5) ------------------------------------------------------
+
+/// A namespace with payment (2) and training (8) under policy `shop` at 50 per replica.
+async fn shift_scenario(env: &Env, class: &str) -> (Client, String, Namespaces) {
+    let admin = client_from(&env.admin_kubeconfig).await;
+    let ns = format!("faults-{class}-{}", suffix());
+    let cleanup = Namespaces(env.admin_kubeconfig.clone(), vec![ns.clone()]);
+    create_namespace(&admin, &ns).await;
+    create_deployments(&admin, &ns, &[("payment", 2), ("training", 8)]).await;
+    create_policy(&admin, &ns, &policy("shop", "", CHECKOUT, 50)).await;
+    (admin, ns, cleanup)
+}
+
+/// A flash sale: a quarter of the demand per replica, so payment needs about twice as many
+/// replicas and training gives way first.
+async fn start_shift(admin: &Client, ns: &str) {
+    patch_policy(admin, ns, "shop", json!({"spec": {"online": [serde_yaml::from_str::<Value>(&format!(
+        "{{name: payment, target: {{kind: Deployment, name: payment}}, demand: {{query: '{CHECKOUT}'}}, perReplica: 25, headroom: 0.1, quantile: 0.9, replicas: {{min: 1, max: 12}}, startup: 10s}}"
+    )).expect("online workload")]}}))
+    .await;
+}
+
+/// Pods of `app` that still hold capacity (not Succeeded or Failed).
+async fn pods_holding(client: &Client, ns: &str, app: &str) -> Option<usize> {
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .ok()?;
+    Some(
+        pods.items
+            .iter()
+            .filter(|p| {
+                !matches!(
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded") | Some("Failed")
+                )
+            })
+            .count(),
+    )
+}
+
+/// Judge the writes made since `since` of a shift from `before` to `after`: batch first,
+/// online never down, nothing applied twice, nothing lost. Returns (wrong, lost) and notes problems.
+fn judge_shift(
+    writes: &[Write],
+    since: f64,
+    ns: &str,
+    before: &BTreeMap<String, u32>,
+    after: &BTreeMap<String, u32>,
+    problems: &mut Vec<String>,
+) -> (usize, usize) {
+    let mut wrong = 0;
+    let mut lost = 0;
+    let writes: Vec<Write> = writes.iter().filter(|w| w.at >= since).cloned().collect();
+    let payment = writes_to(&writes, ns, "payment");
+    let training = writes_to(&writes, ns, "training");
+    for w in payment.iter().filter(|w| w.to < w.from) {
+        wrong += 1;
+        problems.push(format!("payment scaled down: {w:?}"));
+    }
+    // A shift may come in steps as the forecast moves, but the same action is never applied
+    // twice and no workload goes back and forth.
+    for (name, list) in [("payment", &payment), ("training", &training)] {
+        for pair in list.windows(2) {
+            let (first, second) = (pair[0], pair[1]);
+            if second.to == first.to {
+                wrong += 1;
+                problems.push(format!(
+                    "{name}: the same write applied twice: {first:?} {second:?}"
+                ));
+            } else if (second.to > second.from) != (first.to > first.from) {
+                wrong += 1;
+                problems.push(format!("{name} went back and forth: {first:?} {second:?}"));
+            }
+        }
+    }
+    if after["payment"] <= before["payment"] {
+        lost += 1;
+        problems.push(format!("payment never grew: {before:?} -> {after:?}"));
+    }
+    if after["training"] >= before["training"] {
+        lost += 1;
+        problems.push(format!("training never gave way: {before:?} -> {after:?}"));
+    }
+    if let (Some(grow), Some(shrink)) = (payment.first(), training.first())
+        && grow.at < shrink.at
+    {
+        wrong += 1;
+        problems.push(format!(
+            "payment grew before training shrank: {grow:?} {shrink:?}"
+        ));
+    }
+    (wrong, lost)
+}
+
+// ---- 3. API server restart mid-shift ----------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apiserver_restart_mid_shift_resumes_and_completes_once() {
+    let Some(env) = testbed_env() else { return };
+    let _serial = SERIAL.lock().await;
+    let (admin, ns, _cleanup) = shift_scenario(&env, "apiserver").await;
+    let mut daemon = Daemon::spawn(
+        &env,
+        &env.prometheus_url,
+        &env.metrics_addr,
+        &["--namespace", &ns, "--shrink-wait", "120s"],
+    );
+    let before = wait_settled(&admin, &ns, "shop", Duration::from_secs(240)).await;
+    let mut problems = Vec::new();
+
+    // Hold the shift between its halves: with the controller-manager frozen, the shrunk
+    // training pods stay, so the daemon waits for them before growing payment.
+    testbed(&env, &["pause", "kube-controller-manager"]);
+    let resume_cm = ResumeOnDrop(env.script.clone(), "kube-controller-manager");
+    let shift_from = unix_now();
+    start_shift(&admin, &ns).await;
+    wait_until(
+        "the daemon to shrink training",
+        Duration::from_secs(60),
+        async || (!writes_to(&daemon.writes(), &ns, "training").is_empty()).then_some(()),
+    )
+    .await;
+    if replicas(&admin, &ns, "payment").await != Some(before["payment"]) {
+        problems.push("payment grew before the shrunk pods were gone".into());
+    }
+    // Mid-shift: batch shrunk, online not yet grown. Restart the API server.
+    testbed(&env, &["restart", "kube-apiserver"]);
+    let back = unix_now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(resume_cm);
+    let after = wait_until(
+        "the shift to complete after the restart",
+        Duration::from_secs(180),
+        async || {
+            let desired = settled(&admin, &ns, "shop").await?;
+            (desired["payment"] > before["payment"]).then_some(desired)
+        },
+    )
+    .await;
+    let recovery = unix_now() - back;
+    if !daemon.alive() {
+        problems.push("the daemon exited".into());
+    }
+    // A few more cycles: nothing is applied again.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let (wrong, lost) = judge_shift(
+        &daemon.writes(),
+        shift_from,
+        &ns,
+        &before,
+        &after,
+        &mut problems,
+    );
+    eprintln!(
+        "apiserver restart: {before:?} -> {after:?}, writes {:?}",
+        daemon.writes()
+    );
+    let figures = Figures {
+        passed: problems.is_empty(),
+        wrong_scale_actions: wrong,
+        lost_actions: lost,
+        recovery_seconds: Some((recovery * 10.0).round() / 10.0),
+    };
+    report("apiserver_restart", &figures, &problems);
+}
+
+/// SIGCONT a paused component when the test ends, however it ends.
+struct ResumeOnDrop(String, &'static str);
+
+impl Drop for ResumeOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(&self.0)
+            .args(["resume", self.1])
+            .status();
+    }
+}
+
+// ---- 4. etcd stall -------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_stall_mid_shift_no_crash_no_wrong_writes_resumes() {
+    let Some(env) = testbed_env() else { return };
+    let _serial = SERIAL.lock().await;
+    let (admin, ns, _cleanup) = shift_scenario(&env, "etcd").await;
+    let mut daemon = Daemon::spawn(
+        &env,
+        &env.prometheus_url,
+        &env.metrics_addr,
+        &["--namespace", &ns, "--shrink-wait", "60s"],
+    );
+    let before = wait_settled(&admin, &ns, "shop", Duration::from_secs(240)).await;
+    let mut problems = Vec::new();
+
+    let shift_from = unix_now();
+    start_shift(&admin, &ns).await;
+    testbed(&env, &["pause", "etcd"]);
+    let resume = ResumeOnDrop(env.script.clone(), "etcd");
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    drop(resume);
+    let back = unix_now();
+    let after = wait_until(
+        "the shift to complete after the stall",
+        Duration::from_secs(180),
+        async || {
+            let desired = settled(&admin, &ns, "shop").await?;
+            (desired["payment"] > before["payment"]).then_some(desired)
+        },
+    )
+    .await;
+    let recovery = unix_now() - back;
+    if !daemon.alive() {
+        problems.push("the daemon exited during the etcd stall".into());
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let (wrong, lost) = judge_shift(
+        &daemon.writes(),
+        shift_from,
+        &ns,
+        &before,
+        &after,
+        &mut problems,
+    );
+    eprintln!(
+        "etcd stall: {before:?} -> {after:?}, writes {:?}",
+        daemon.writes()
+    );
+    let figures = Figures {
+        passed: problems.is_empty(),
+        wrong_scale_actions: wrong,
+        lost_actions: lost,
+        recovery_seconds: Some((recovery * 10.0).round() / 10.0),
+    };
+    report("etcd_stall", &figures, &problems);
+}
+
+// ---- 5. leader loss ------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_mid_shift_standby_takes_over_and_never_two_writers() {
+    let Some(env) = testbed_env() else { return };
+    let _serial = SERIAL.lock().await;
+    let (admin, ns, _cleanup) = shift_scenario(&env, "leader").await;
+    let lease = format!("faults-{}", suffix());
+    let replica = |identity: &str, addr: &str| {
+        Daemon::spawn(
+            &env,
+            &env.prometheus_url,
+            addr,
+            &[
+                "--namespace",
+                &ns,
+                "--shrink-wait",
+                "90s",
+                "--leader-election",
+                "--lease-name",
+                &lease,
+                "--identity",
+                identity,
+                "--lease-duration",
+                "10s",
+                "--renew-deadline",
+                "7s",
+                "--retry-period",
+                "2s",
+            ],
+        )
+    };
+    let mut a = replica("replica-a", &env.metrics_addr);
+    wait_until("replica a to lead", Duration::from_secs(60), async || {
+        (a.metric("tideshift_leader", &[]).await == Some(1.0)).then_some(())
+    })
+    .await;
+    let b_addr = free_addr();
+    let b = replica("replica-b", &b_addr);
+    let before = wait_settled(&admin, &ns, "shop", Duration::from_secs(240)).await;
+    let mut problems = Vec::new();
+    if b.metric("tideshift_leader", &[]).await != Some(0.0) {
+        problems.push("replica b leads while a holds the lease".into());
+    }
+
+    // Mid-shift: a shrinks training and waits for its pods (held by the frozen
+    // controller-manager); then a dies.
+    testbed(&env, &["pause", "kube-controller-manager"]);
+    let resume_cm = ResumeOnDrop(env.script.clone(), "kube-controller-manager");
+    let shift_from = unix_now();
+    start_shift(&admin, &ns).await;
+    wait_until(
+        "replica a to shrink training",
+        Duration::from_secs(60),
+        async || (!writes_to(&a.writes(), &ns, "training").is_empty()).then_some(()),
+    )
+    .await;
+    a.kill();
+    let killed = unix_now();
+    let took_over = wait_until(
+        "replica b to take over",
+        Duration::from_secs(60),
+        async || (b.metric("tideshift_leader", &[]).await == Some(1.0)).then(unix_now),
+    )
+    .await;
+    let takeover = took_over - killed;
+    // b must not grow payment while training's pods still hold the capacity.
+    let mut grew_early = false;
+    let until = unix_now() + 10.0;
+    while unix_now() < until {
+        if replicas(&admin, &ns, "payment")
+            .await
+            .is_some_and(|p| p > before["payment"])
+            && pods_holding(&admin, &ns, "training")
+                .await
+                .is_some_and(|p| p > before["training"] as usize / 2)
+        {
+            grew_early = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if grew_early {
+        problems.push(
+            "after the takeover payment grew while training's shrunk pods still held the capacity"
+                .into(),
+        );
+    }
+    drop(resume_cm);
+    let after = wait_until(
+        "replica b to complete the shift",
+        Duration::from_secs(180),
+        async || {
+            let desired = settled(&admin, &ns, "shop").await?;
+            (desired["payment"] > before["payment"]).then_some(desired)
+        },
+    )
+    .await;
+    let a_writes = a.writes();
+    let b_writes = b.writes();
+    let mut wrong = 0;
+    for w in b_writes.iter().filter(|w| w.at < killed) {
+        wrong += 1;
+        problems.push(format!("replica b wrote while a led: {w:?}"));
+    }
+    for w in a_writes.iter().filter(|w| w.at > killed) {
+        wrong += 1;
+        problems.push(format!("replica a wrote after it was killed: {w:?}"));
+    }
+    let mut all = a_writes.clone();
+    all.extend(b_writes.iter().cloned());
+    all.sort_by(|x, y| x.at.total_cmp(&y.at));
+    let (more_wrong, lost) = judge_shift(&all, shift_from, &ns, &before, &after, &mut problems);
+    wrong += more_wrong;
+    eprintln!(
+        "leader loss: takeover {takeover:.1}s, {before:?} -> {after:?}, a wrote {a_writes:?}, b wrote {b_writes:?}"
+    );
+    // Generous for a loaded machine; the goal (lease 10 s + one retry) is in the figures.
+    if takeover > 30.0 {
+        problems.push(format!("takeover took {takeover:.1}s"));
+    }
+    let holder = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        admin.clone(),
+        "tideshift-system",
+    )
+    .get(&lease)
+    .await
+    .ok()
+    .and_then(|l| l.spec?.holder_identity);
+    if holder.as_deref() != Some("replica-b") {
+        problems.push(format!("lease holder at the end: {holder:?}"));
+    }
+    drop(b);
+    let _ = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        admin.clone(),
+        "tideshift-system",
+    )
+    .delete(&lease, &DeleteParams::default())
+    .await;
+    let figures = Figures {
+        passed: problems.is_empty(),
+        wrong_scale_actions: wrong,
+        lost_actions: lost,
+        recovery_seconds: Some((takeover * 10.0).round() / 10.0),
+    };
+    report("leader_loss", &figures, &problems);
+}
+
+// ---- 2. bad metric data ----------------------------------------------------------------------
+
+/// What the test's scrape target serves.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Data {
+    Normal,
+    NaN,
+    Inf,
+    /// The demand series is absent from the scrape (Prometheus marks it stale).
+    Vanished,
+    /// A second series where one was expected.
+    Doubled,
+    /// The request counter restarts from 0.
+    CounterReset,
+}
+
+struct BadData {
+    run: String,
+    data: Mutex<(Data, f64, f64)>,
+    checkout: tideshift::source::exporter::Scenario,
+}
+
+impl BadData {
+    /// Demand of the test's series: the test bed's `checkout` demand, so that the history
+    /// (taken from `checkout` before the switch) and the live series agree.
+    fn demand(&self, t: f64) -> f64 {
+        self.checkout.demand_at(t)
+    }
+
+    fn render(&self) -> String {
+        let now = unix_now();
+        let mut state = self.data.lock().unwrap_or_else(|e| e.into_inner());
+        let (data, last, total) = *state;
+        // The counter counts half of the demand in requests per second.
+        let mut total = total + 0.5 * self.demand(now) * (now - last).max(0.0);
+        if data == Data::CounterReset && total > 1000.0 {
+            total = 0.0;
+        }
+        *state = (data, now, total);
+        let run = &self.run;
+        let value = match data {
+            Data::NaN => "NaN".to_string(),
+            Data::Inf => "+Inf".to_string(),
+            _ => format!("{:.3}", self.demand(now)),
+        };
+        let mut text = String::from("# TYPE faults_demand gauge\n");
+        if data != Data::Vanished {
+            text.push_str(&format!("faults_demand{{run=\"{run}\"}} {value}\n"));
+        }
+        if data == Data::Doubled {
+            text.push_str(&format!(
+                "faults_demand{{run=\"{run}\",copy=\"b\"}} {value}\n"
+            ));
+        }
+        text.push_str(&format!(
+            "# TYPE faults_requests_total counter\nfaults_requests_total{{run=\"{run}\"}} {total:.3}\n"
+        ));
+        text
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_metric_data_never_panics_nor_scales_online_down() {
+    let Some(env) = testbed_env() else { return };
+    let _serial = SERIAL.lock().await;
+    let admin = client_from(&env.admin_kubeconfig).await;
+    let id = suffix();
+    let ns = format!("faults-data-{id}");
+    let _cleanup = Namespaces(env.admin_kubeconfig.clone(), vec![ns.clone()]);
+    create_namespace(&admin, &ns).await;
+    create_deployments(
+        &admin,
+        &ns,
+        &[("payment", 2), ("refund", 1), ("training", 6)],
+    )
+    .await;
+
+    let run = format!("r{id}");
+    let source = Arc::new(BadData {
+        run: run.clone(),
+        data: Mutex::new((Data::Normal, unix_now(), 0.0)),
+        checkout: tideshift::source::exporter::Scenario::parse(
+            "checkout:baseline=120,daily=0.4,daily_peak=14:00,weekend=0.7,noise=0.05",
+            unix_now() as i64,
+        )
+        .expect("the test bed's checkout scenario"),
+    });
+    let listener = tokio::net::TcpListener::bind(&env.faults_scrape_addr)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "binding the faults scrape target {}: {e}",
+                env.faults_scrape_addr
+            )
+        });
+    let served = source.clone();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let served = served.clone();
+            async move { served.render() }
+        }),
+    );
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    struct Abort(tokio::task::JoinHandle<()>);
+    impl Drop for Abort {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _server = Abort(server);
+
+    // Before `switch`, history comes from `checkout` (14 days backfilled); from then on, from
+    // the test's series. Aggregations keep every label but `run` (and `copy`), so a doubled
+    // series reaches the daemon as two series.
+    let switch = unix_now() as i64 + 15;
+    let history = |expr: &str| {
+        format!(
+            r#"label_replace({expr}, "run", "{run}", "", "") unless on() (vector(time()) > {switch})"#
+        )
+    };
+    let payment_query = format!(
+        r#"sum by (run, copy) (faults_demand{{run="{run}"}}) or {}"#,
+        history(CHECKOUT)
+    );
+    let refund_query = format!(
+        r#"sum by (run) (rate(faults_requests_total{{run="{run}"}}[30s])) or {}"#,
+        history(&format!("0.5 * {CHECKOUT}"))
+    );
+    let yaml = format!(
+        r#"
+apiVersion: tideshift.io/v1alpha1
+kind: ShiftPolicy
+metadata: {{name: shop}}
+spec:
+  interval: 3s
+  capacity: {{cpu: 1200m, memory: 12Gi}}
+  online:
+    - name: payment
+      target: {{kind: Deployment, name: payment}}
+      demand: {{query: '{}'}}
+      perReplica: 50
+      headroom: 0.1
+      quantile: 0.9
+      replicas: {{min: 1, max: 12}}
+      startup: 10s
+    - name: refund
+      target: {{kind: Deployment, name: refund}}
+      demand: {{query: '{}'}}
+      perReplica: 50
+      headroom: 0.1
+      quantile: 0.9
+      replicas: {{min: 1, max: 12}}
+      startup: 10s
+  offline:
+    - name: training
+      target: {{kind: Deployment, name: training}}
+      replicas: {{min: 0, max: 12}}
+  forecast: {{step: 1m, history: 3d, horizon: 30m, seasonality: [1d], retrain: 10m}}
+  guardrails:
+    scaleDown: {{maxPercentPerMinute: 100, stabilization: 20s}}
+"#,
+        payment_query.replace('\'', "''"),
+        refund_query.replace('\'', "''"),
+    );
+    let shop: ShiftPolicy = serde_yaml::from_str(&yaml).expect("policy YAML");
+    create_policy(&admin, &ns, &shop).await;
+    let mut daemon = Daemon::spawn(
+        &env,
+        &env.prometheus_url,
+        &env.metrics_addr,
+        &["--namespace", &ns],
+    );
+    wait_settled(&admin, &ns, "shop", Duration::from_secs(240)).await;
+    // Past the switch, on the test's own series.
+    wait_until(
+        "the switch to the test's series",
+        Duration::from_secs(60),
+        async || (unix_now() as i64 > switch + 10).then_some(()),
+    )
+    .await;
+    let before = wait_settled(&admin, &ns, "shop", Duration::from_secs(60)).await;
+    eprintln!("settled on the test's series: {before:?}");
+
+    let mut problems = Vec::new();
+    let mut windows = Vec::new();
+    let mut recovery: f64 = 0.0;
+    for data in [
+        Data::NaN,
+        Data::Inf,
+        Data::Vanished,
+        Data::Doubled,
+        Data::CounterReset,
+    ] {
+        let from = unix_now();
+        source.data.lock().unwrap_or_else(|e| e.into_inner()).0 = data;
+        let mut degraded = false;
+        let mut online_min = u32::MAX;
+        let phase_end = from + 20.0;
+        while unix_now() < phase_end {
+            if let Some((_, status)) = status_of(&admin, &ns, "shop").await {
+                degraded |= is_true(&status, "Degraded");
+            }
+            for name in ["payment", "refund"] {
+                if let Some(r) = replicas(&admin, &ns, name).await
+                    && r < before[name]
+                {
+                    online_min = online_min.min(r);
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        if online_min != u32::MAX {
+            problems.push(format!(
+                "{data:?}: an online workload went down to {online_min}"
+            ));
+        }
+        if data == Data::Doubled && !degraded {
+            problems.push("a doubled series was not reported (Degraded)".into());
+        }
+        source.data.lock().unwrap_or_else(|e| e.into_inner()).0 = Data::Normal;
+        let normal_again = unix_now();
+        wait_until(
+            &format!("Ready and not Degraded after {data:?}"),
+            Duration::from_secs(120),
+            async || {
+                let (_, status) = status_of(&admin, &ns, "shop").await?;
+                (is_true(&status, "Ready") && !is_true(&status, "Degraded")).then_some(())
+            },
+        )
+        .await;
+        recovery = recovery.max(unix_now() - normal_again);
+        // Back to normal for a while before the next fault.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        windows.push((data, from, unix_now()));
+        eprintln!("{data:?}: degraded {degraded}");
+    }
+    let after = wait_until(
+        "Ready, not Degraded, plan applied after the bad data",
+        Duration::from_secs(120),
+        async || {
+            let desired = settled(&admin, &ns, "shop").await?;
+            let (_, status) = status_of(&admin, &ns, "shop").await?;
+            (!is_true(&status, "Degraded")).then_some(desired)
+        },
+    )
+    .await;
+    let mut wrong = 0;
+    let writes = daemon.writes();
+    for (data, from, to) in &windows {
+        for w in writes.iter().filter(|w| {
+            w.at >= *from
+                && w.at <= *to
+                && (w.target.ends_with("/payment") || w.target.ends_with("/refund"))
+                && w.to < w.from
+        }) {
+            wrong += 1;
+            problems.push(format!("{data:?}: online scaled down: {w:?}"));
+        }
+    }
+    // The faults really went through Prometheus: its raw samples hold NaN and +Inf.
+    let raw = reqwest::Client::new()
+        .get(format!("{}/api/v1/query", env.prometheus_url))
+        .query(&[("query", format!("faults_demand{{run=\"{run}\"}}[10m]"))])
+        .send()
+        .await
+        .expect("querying Prometheus")
+        .text()
+        .await
+        .unwrap_or_default();
+    for injected in ["\"NaN\"", "\"+Inf\"", "\"copy\":\"b\""] {
+        if !raw.contains(injected) {
+            problems.push(format!(
+                "Prometheus never stored {injected} for the test's series"
+            ));
+        }
+    }
+    if !daemon.alive() {
+        problems.push("the daemon exited".into());
+    }
+    if daemon.log_text().contains("panicked") {
+        problems.push("the daemon panicked".into());
+    }
+    eprintln!("bad data: {before:?} -> {after:?}, writes {writes:?}");
+    let figures = Figures {
+        passed: problems.is_empty(),
+        wrong_scale_actions: wrong,
+        lost_actions: 0,
+        recovery_seconds: Some((recovery * 10.0).round() / 10.0),
+    };
+    report("bad_data", &figures, &problems);
+}
