@@ -190,7 +190,15 @@ pub(crate) fn decide<'a>(
                 MissingMetrics::Hold => {
                     (last.unwrap_or(0).max(state.current), Why::Hold { observed })
                 }
-                MissingMetrics::Reactive => (base, Why::Reactive { observed }),
+                MissingMetrics::Reactive => match observed {
+                    Some(_) => (base, Why::Reactive { observed }),
+                    // Nothing observed either: nothing to react to, so hold as `hold` does;
+                    // the last plan alone would undo a scale-up made since (found by fuzzing).
+                    None => (
+                        last.unwrap_or(0).max(state.current),
+                        Why::Reactive { observed },
+                    ),
+                },
             };
             let want = held.max(observed_need).clamp(min, max);
             // Recorded so that, when the forecast is back, the held level is given up only

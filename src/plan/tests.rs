@@ -154,6 +154,26 @@ fn missing_forecast_reactive_scales_up_on_observed_but_not_below_last_plan() {
     assert_eq!(desired(&plan, "pay"), 30);
 }
 
+/// Found by `fuzz/run` (fuzz/corpus/policy_plan/crash-reactive-without-demand-scales-down):
+/// with neither forecast nor observed demand, `reactive` held the last plan and scaled a
+/// workload that had been scaled up since down to it.
+#[test]
+fn missing_forecast_and_demand_reactive_never_scales_down() {
+    let mut spec = spec();
+    spec.guardrails.on_missing_metrics = crate::policy::MissingMetrics::Reactive;
+    let (_, memory) = super::plan(
+        &spec,
+        &input(0, 100.0, (20, 2000.0), (1, 0.0), (0, 0)),
+        &PlanMemory::default(),
+    );
+    let mut input = input(15, 100.0, (25, 0.0), (1, 0.0), (0, 0));
+    input.online[0].forecast = None;
+    input.online[0].observed_demand = None;
+    let (plan, _) = super::plan(&spec, &input, &memory);
+    assert_eq!(desired(&plan, "pay"), 25, "{}", plan.online[0].reason);
+    assert!(plan.online[0].reason.contains("reactive"));
+}
+
 #[test]
 fn stale_or_all_nan_forecast_counts_as_missing() {
     let spec = spec();

@@ -668,8 +668,13 @@ fn parse_path(path: &str) -> Vec<Segment> {
         if !key.is_empty() {
             segments.push(Segment::Key(key.to_string()));
         }
-        while let Some(close) = rest.find(']') {
-            if let Ok(index) = rest[1..close].parse() {
+        // Paths can quote user text (an unknown top-level key such as `s[]]x`), so a `]`
+        // need not follow a `[`: look for each `[`, then its `]`.
+        while let Some(open) = rest.find('[') {
+            let Some(close) = rest[open..].find(']').map(|c| open + c) else {
+                break;
+            };
+            if let Ok(index) = rest[open + 1..close].parse() {
                 segments.push(Segment::Index(index));
             }
             rest = &rest[close + 1..];
@@ -919,6 +924,25 @@ spec:
                 Segment::Key("max".into()),
             ]
         );
+    }
+
+    /// Found by `fuzz/run` (fuzz/corpus/policy_load/crash-bracket-in-top-level-key.yaml): an
+    /// unknown top-level key is located by its text as a path, and `]` after `[]` sliced
+    /// `rest[1..0]`.
+    #[test]
+    fn paths_with_stray_brackets_do_not_panic() {
+        assert_eq!(parse_path("s[]]pnd"), vec![Segment::Key("s".into())]);
+        assert_eq!(
+            parse_path("a[1]]x[2]["),
+            vec![
+                Segment::Key("a".into()),
+                Segment::Index(1),
+                Segment::Index(2)
+            ]
+        );
+        let text = "\napiVersion: tideshift.io/v1alpha1\nkind: ShiftPolicy\ns[]]pnd: \n";
+        let message = err(text);
+        assert!(message.contains("unknown field `s[]]pnd`"), "{message}");
     }
 
     #[test]

@@ -244,7 +244,7 @@ fn describe_labels(series: &[BTreeMap<String, String>]) -> String {
 }
 
 /// Put one series' points on the grid `start + i * step`, `len` points.
-fn to_grid(series: Option<&RawSeries>, start: i64, step: i64, len: usize) -> Vec<f64> {
+pub fn to_grid(series: Option<&RawSeries>, start: i64, step: i64, len: usize) -> Vec<f64> {
     let mut values = vec![f64::NAN; len];
     if let Some(series) = series {
         for &(t, v) in &series.points {
@@ -282,7 +282,8 @@ fn merge_to_grid(series: &[RawSeries], start: i64, step: i64, len: usize) -> (Ve
     (values, overlaps)
 }
 
-fn one_series<T>(
+/// The one series a demand query must yield, or `None` when it yielded nothing.
+pub fn one_series<T>(
     query: &str,
     items: Vec<T>,
     labels: impl Fn(&T) -> &BTreeMap<String, String>,
@@ -296,6 +297,49 @@ fn one_series<T>(
         });
     }
     Ok(items.into_iter().next())
+}
+
+/// One chunk of a range query, from response body to grid values: what `range` does with
+/// each answer, as a pure function so the fuzzer (`fuzz/`) runs exactly the daemon's code.
+pub fn grid_from_body(
+    query: &str,
+    body: &[u8],
+    start: i64,
+    step: i64,
+    len: usize,
+) -> Result<Vec<f64>, SourceError> {
+    let series = parse_matrix(body).map_err(|cause| SourceError::Parse {
+        query: query.to_string(),
+        cause,
+    })?;
+    let (values, overlaps) = merge_to_grid(&series, start, step, len);
+    if overlaps > 0 {
+        let labels: Vec<BTreeMap<String, String>> =
+            series.iter().map(|s| s.labels.clone()).collect();
+        tracing::warn!(
+            query,
+            points = overlaps,
+            series = %describe_labels(&labels),
+            "several series at the same time in history; those points are gaps"
+        );
+    }
+    Ok(values)
+}
+
+/// An instant query's answer as the latest sample: what `latest` does with the response body.
+pub fn sample_from_body(query: &str, body: &[u8]) -> Result<Option<Sample>, SourceError> {
+    let samples = parse_vector(body).map_err(|cause| SourceError::Parse {
+        query: query.to_string(),
+        cause,
+    })?;
+    let sample = one_series(query, samples, |s| &s.labels)?;
+    Ok(sample.and_then(|s| {
+        let value = usable(s.value);
+        value.is_finite().then_some(Sample {
+            at: s.at.floor() as i64,
+            value,
+        })
+    }))
 }
 
 enum Attempt {
@@ -503,27 +547,13 @@ impl PrometheusSource {
                     ],
                 )
                 .await?;
-            let series = parse_matrix(&body).map_err(|cause| SourceError::Parse {
-                query: query.to_string(),
-                cause,
-            })?;
-            let (chunk, overlaps) = merge_to_grid(
-                &series,
+            values.extend(grid_from_body(
+                query,
+                &body,
                 chunk_start,
                 step,
                 grid_len(chunk_start, chunk_end, step),
-            );
-            if overlaps > 0 {
-                let labels: Vec<BTreeMap<String, String>> =
-                    series.iter().map(|s| s.labels.clone()).collect();
-                tracing::warn!(
-                    query,
-                    points = overlaps,
-                    series = %describe_labels(&labels),
-                    "several series at the same time in history; those points are gaps"
-                );
-            }
-            values.extend(chunk);
+            )?);
             chunk_start = chunk_end + step;
         }
         Ok(Series::new(start, step, values))
@@ -566,18 +596,7 @@ impl PrometheusSource {
 
     async fn instant(&self, query: &str) -> Result<Option<Sample>, SourceError> {
         let body = self.get("/api/v1/query", query, &[]).await?;
-        let samples = parse_vector(&body).map_err(|cause| SourceError::Parse {
-            query: query.to_string(),
-            cause,
-        })?;
-        let sample = one_series(query, samples, |s| &s.labels)?;
-        Ok(sample.and_then(|s| {
-            let value = usable(s.value);
-            value.is_finite().then_some(Sample {
-                at: s.at.floor() as i64,
-                value,
-            })
-        }))
+        sample_from_body(query, &body)
     }
 
     /// Forget the cached history of queries no longer asked for (a policy was edited or deleted).
