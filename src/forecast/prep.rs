@@ -31,6 +31,20 @@ pub fn sorted_finite(mut values: Vec<f64>) -> Vec<f64> {
     values
 }
 
+/// At most `max` evenly spaced order statistics of `sorted`, both ends kept. Quantiles read
+/// from them are off by at most `1 / (max - 1)` in rank, and a model keeps a fixed size however
+/// long its history is (the daemon holds one model per online workload).
+pub fn thin_sorted(sorted: Vec<f64>, max: usize) -> Vec<f64> {
+    if max < 2 || sorted.len() <= max {
+        return sorted;
+    }
+    let last = sorted.len() - 1;
+    let gaps = max - 1;
+    (0..max)
+        .map(|k| sorted[(2 * k * last + gaps) / (2 * gaps)])
+        .collect()
+}
+
 /// Median of finite values; `None` when there are none.
 pub fn median(values: &[f64]) -> Option<f64> {
     quantile_sorted(&sorted_finite(values.to_vec()), 0.5)
@@ -59,6 +73,18 @@ mod tests {
         assert_eq!(quantile_sorted(&v, 1.0), Some(5.0));
         assert_eq!(quantile_sorted(&v, 0.125), Some(1.5));
         assert_eq!(quantile_sorted(&[], 0.5), None);
+        let long: Vec<f64> = (0..=20_000).map(f64::from).collect();
+        let thin = thin_sorted(long.clone(), 1001);
+        assert_eq!(thin.len(), 1001);
+        assert_eq!((thin[0], thin[1000]), (0.0, 20_000.0));
+        for q in [0.05, 0.5, 0.9, 0.95, 0.99] {
+            let (full, kept) = (quantile_sorted(&long, q), quantile_sorted(&thin, q));
+            assert!(
+                (full.unwrap() - kept.unwrap()).abs() <= 20.0,
+                "{q}: {full:?} {kept:?}"
+            );
+        }
+        assert_eq!(thin_sorted(vec![1.0, 2.0], 1001), vec![1.0, 2.0]);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! The band comes from the empirical distribution of the method's own errors in the history:
 //! for a forecast `k` seasons back, the errors `y[t] - y[t - k * period]`.
 
-use super::prep::{check_quantile, clean_value, quantile_sorted, sorted_finite};
+use super::prep::{check_quantile, clean_value, quantile_sorted, sorted_finite, thin_sorted};
 use super::{
     FittedModel, Forecast, ForecastError, ForecastMethod, ForecastSpec, Forecaster, Series,
 };
@@ -12,6 +12,10 @@ use super::{
 /// Fewer errors than this make an empirical quantile meaningless; a spread of the history is
 /// used instead.
 const MIN_RESIDUALS: usize = 8;
+
+/// Sorted errors kept per look-back (and for the spread): quantiles to 0.1% of rank, without
+/// one value per point of history.
+const KEPT_QUANTILES: usize = 1001;
 
 #[derive(Clone, Debug, Default)]
 pub struct SeasonalNaive;
@@ -72,11 +76,14 @@ impl SeasonalNaiveModel {
                 let e = (lag..values.len())
                     .map(|i| values[i] - values[i - lag])
                     .collect::<Vec<_>>();
-                sorted_finite(e)
+                thin_sorted(sorted_finite(e), KEPT_QUANTILES)
             })
             .collect();
         let median = super::prep::median(&values).unwrap_or(0.0);
-        let spread = sorted_finite(values.iter().map(|v| v - median).collect());
+        let spread = thin_sorted(
+            sorted_finite(values.iter().map(|v| v - median).collect()),
+            KEPT_QUANTILES,
+        );
         Ok(Self {
             period,
             step: history.step,
