@@ -19,6 +19,11 @@ const UNLIMITED: f64 = 1e18;
 /// Forecast error is measured over this window.
 const ERROR_WINDOW_SECONDS: i64 = 6 * 3600;
 
+/// Forecaster fits running at once, in the whole process: one per core.
+static FIT_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+});
+
 /// What stays between cycles of one policy.
 #[derive(Default)]
 pub struct PolicyMemory {
@@ -260,6 +265,9 @@ async fn read_online(
         };
         let forecaster = env.forecaster.clone();
         let training = history.clone();
+        // Fits are CPU-bound: more at once than cores only adds their working memory (and a
+        // thread each), which is what a daemon starting with hundreds of policies would do.
+        let _slot = FIT_SLOTS.acquire().await;
         let fitted =
             tokio::task::spawn_blocking(move || forecaster.fit(&training, &fit_spec)).await;
         match fitted {
