@@ -69,7 +69,30 @@ pub struct PrometheusSource {
     http: reqwest::Client,
     config: PrometheusConfig,
     base: String,
-    cache: Mutex<HashMap<(String, i64), Series>>,
+    cache: Mutex<HashMap<(String, i64), CachedHistory>>,
+}
+
+/// A query's history kept between cycles, in `f32`: a daemon holds one per online workload
+/// (14 days at 1m are 20,160 points), and demand needs no more than its 7 significant digits.
+struct CachedHistory {
+    start: i64,
+    step: i64,
+    values: Vec<f32>,
+}
+
+impl CachedHistory {
+    fn new(series: &Series) -> Self {
+        Self {
+            start: series.start,
+            step: series.step,
+            values: series.values.iter().map(|&v| v as f32).collect(),
+        }
+    }
+
+    /// One past the last cached time.
+    fn end(&self) -> i64 {
+        self.start + self.values.len() as i64 * self.step
+    }
 }
 
 /// One series of a matrix result, with its labels and raw `(time, value)` points.
@@ -572,14 +595,20 @@ impl PrometheusSource {
             return Ok(Series::new(start, step, Vec::new()));
         }
         let key = (query.to_string(), step);
-        let cached = self.lock_cache().get(&key).cloned();
-        let series = match cached {
-            Some(cached) if cached.start <= start && cached.end() > start => {
+        let kept: Option<Vec<f64>> = self.lock_cache().get(&key).and_then(|cached| {
+            (cached.start <= start && cached.end() > start).then(|| {
                 let keep_until = (cached.end() - REFETCH_POINTS * step).max(start);
                 let keep = grid_len(start, keep_until - step, step);
                 let offset = ((start - cached.start) / step) as usize;
-                let mut values: Vec<f64> =
-                    cached.values[offset..].iter().copied().take(keep).collect();
+                cached.values[offset..]
+                    .iter()
+                    .take(keep)
+                    .map(|&v| f64::from(v))
+                    .collect()
+            })
+        });
+        let series = match kept {
+            Some(mut values) => {
                 let fetch_from = start + values.len() as i64 * step;
                 if fetch_from <= end {
                     let fresh = self.fetch_range(query, fetch_from, end, step).await?;
@@ -588,9 +617,9 @@ impl PrometheusSource {
                 values.truncate(grid_len(start, end, step));
                 Series::new(start, step, values)
             }
-            _ => self.fetch_range(query, start, end, step).await?,
+            None => self.fetch_range(query, start, end, step).await?,
         };
-        self.lock_cache().insert(key, series.clone());
+        self.lock_cache().insert(key, CachedHistory::new(&series));
         Ok(series)
     }
 
@@ -604,7 +633,7 @@ impl PrometheusSource {
         self.lock_cache().retain(|(query, _), _| keep(query));
     }
 
-    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i64), Series>> {
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i64), CachedHistory>> {
         // A panic while holding the lock leaves only a cache behind: keep using it.
         self.cache
             .lock()
