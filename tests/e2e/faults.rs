@@ -1812,6 +1812,30 @@ async fn leader_killed_mid_shift_standby_takes_over_and_never_two_writers() {
         wrong += 1;
         problems.push(format!("replica a wrote after it was killed: {w:?}"));
     }
+    // Events are writes too; each names the replica that recorded it.
+    let events = Api::<Event>::namespaced(admin.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let mut recorded = 0;
+    for event in &events {
+        let Some(at) = event.event_time.as_ref() else {
+            continue;
+        };
+        let at = at.0.as_millisecond() as f64 / 1000.0;
+        recorded += 1;
+        let by = event.reporting_instance.as_deref().unwrap_or("");
+        if (by == "replica-b" && at < killed) || (by == "replica-a" && at > killed + 1.0) {
+            problems.push(format!(
+                "Event {:?} by {by} at {at:.1} (a killed at {killed:.1})",
+                event.reason
+            ));
+        }
+    }
+    if recorded == 0 {
+        problems.push("no Events recorded by either replica".into());
+    }
     let mut all = a_writes.clone();
     all.extend(b_writes.iter().cloned());
     all.sort_by(|x, y| x.at.total_cmp(&y.at));
