@@ -23,7 +23,9 @@ pub fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: log files and collectors get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = if std::env::var("TIDESHIFT_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().try_init()
     } else {
@@ -153,6 +155,12 @@ impl Metrics {
             "Failed Kubernetes API calls by verb",
             &["verb"],
         );
+        for reason in crate::source::SourceError::REASONS {
+            prometheus_errors_total.with_label_values(&[*reason]);
+        }
+        for verb in crate::actuate::ActuateError::VERBS {
+            kube_api_errors_total.with_label_values(&[*verb]);
+        }
         let leader = IntGauge::new(
             "tideshift_leader",
             "1 when this replica holds the lease and may write",
@@ -323,6 +331,16 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_counters_start_at_zero_so_rates_and_alerts_work_before_the_first_error() {
+        let text = Metrics::new().render().unwrap();
+        for reason in crate::source::SourceError::REASONS {
+            let line = format!("tideshift_prometheus_errors_total{{reason=\"{reason}\"}} 0");
+            assert!(text.contains(&line), "missing {line}");
+        }
+        assert!(text.contains("tideshift_kube_api_errors_total{verb=\"patch\"} 0"));
+    }
 
     #[test]
     fn exports_the_contract_names() {

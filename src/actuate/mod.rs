@@ -101,6 +101,9 @@ pub enum ActuateError {
 
 impl ActuateError {
     /// The Kubernetes verb, for `tideshift_kube_api_errors_total{verb}`.
+    /// The API verbs the daemon's errors are counted by; each counter starts at 0.
+    pub const VERBS: &'static [&'static str] = &["get", "list", "patch", "update", "create"];
+
     pub fn verb(&self) -> &'static str {
         match self {
             ActuateError::NotFound { .. } => "get",

@@ -58,6 +58,49 @@ pub struct Forecast {
     pub method: ForecastMethod,
 }
 
+/// How many past seasons must all have reached a level at the same phase before the upper band
+/// keeps it: three, so one odd day (an outage, a one-off campaign) never raises the band alone.
+pub const RECURRING_SEASONS: usize = 3;
+
+impl Forecast {
+    /// Raise the upper band to the level the same phase (within one step either side) reached
+    /// in each of the last `RECURRING_SEASONS` seasons of `recent`. A peak that came at this
+    /// time on every recent day (a daily flash sale, a nightly settlement rush) is planned for
+    /// even when a model fitted mostly on ordinary hours smooths it away: for online capacity,
+    /// missing a peak that history keeps showing costs far more than a few spare replicas.
+    /// A step whose past seasons have a gap (NaN) or are not all in `recent` is left alone.
+    pub fn raise_to_recurring_peaks(&mut self, recent: &Series, season: usize) {
+        if season < 2 || recent.step != self.step || self.start != recent.end() {
+            return;
+        }
+        let n = recent.values.len();
+        for (h, upper) in self.upper.iter_mut().enumerate() {
+            let mut floor = f64::INFINITY;
+            // The most recent seasons that are already history for step h.
+            let first = h / season + 1;
+            for k in first..first + RECURRING_SEASONS {
+                let Some(centre) = (n + h).checked_sub(k * season) else {
+                    floor = f64::NAN;
+                    break;
+                };
+                let around = centre.saturating_sub(1)..=(centre + 1).min(n.saturating_sub(1));
+                let reached = recent.values[around]
+                    .iter()
+                    .copied()
+                    .fold(f64::NAN, f64::max);
+                if !reached.is_finite() {
+                    floor = f64::NAN;
+                    break;
+                }
+                floor = floor.min(reached);
+            }
+            if floor.is_finite() && floor > *upper {
+                *upper = floor;
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum ForecastMethod {
     Regression,
@@ -120,4 +163,68 @@ pub use seasonal_naive::{SeasonalNaive, SeasonalNaiveModel};
 /// THE forecaster used by the daemon, `tideshift simulate` and `tideshift backtest`.
 pub fn default_forecaster() -> Box<dyn Forecaster> {
     Box::new(RegressionForecaster::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flat_forecast(start: i64, step: i64, upper: f64, len: usize) -> Forecast {
+        Forecast {
+            start,
+            step,
+            point: vec![upper; len],
+            lower: vec![upper; len],
+            upper: vec![upper; len],
+            quantile: 0.9,
+            method: ForecastMethod::Regression,
+        }
+    }
+
+    /// Four days of 10 steps, baseline 100, with a spike of 600 at phase 5 on the given days.
+    fn days_with_spike(spike_days: &[usize]) -> Series {
+        let mut values = vec![100.0; 40];
+        for &d in spike_days {
+            values[d * 10 + 5] = 600.0;
+        }
+        Series::new(0, 60, values)
+    }
+
+    #[test]
+    fn a_peak_on_each_of_the_last_seasons_raises_the_upper_band() {
+        let recent = days_with_spike(&[1, 2, 3]);
+        let mut f = flat_forecast(recent.end(), 60, 110.0, 20);
+        f.raise_to_recurring_peaks(&recent, 10);
+        // The spike's phase and one step either side (timing jitter) are raised.
+        assert_eq!(&f.upper[4..=6], &[600.0, 600.0, 600.0]);
+        // A season ahead, the three seasons before it that are history decide.
+        assert_eq!(f.upper[15], 600.0);
+        assert_eq!(f.upper[0], 110.0);
+        assert_eq!(f.upper[8], 110.0);
+        assert_eq!(f.point[5], 110.0, "only the band moves");
+    }
+
+    #[test]
+    fn a_peak_missing_on_one_recent_season_does_not_raise_the_band() {
+        let recent = days_with_spike(&[0, 1, 3]);
+        let mut f = flat_forecast(recent.end(), 60, 110.0, 10);
+        f.raise_to_recurring_peaks(&recent, 10);
+        assert!(f.upper.iter().all(|&u| u == 110.0), "{:?}", f.upper);
+    }
+
+    #[test]
+    fn gaps_and_short_history_leave_the_band_alone() {
+        let mut recent = days_with_spike(&[1, 2, 3]);
+        recent.values[25] = f64::NAN;
+        recent.values[24] = f64::NAN;
+        recent.values[26] = f64::NAN;
+        let mut f = flat_forecast(recent.end(), 60, 110.0, 10);
+        f.raise_to_recurring_peaks(&recent, 10);
+        assert_eq!(f.upper[5], 110.0);
+
+        let short = Series::new(0, 60, vec![500.0; 20]);
+        let mut f = flat_forecast(short.end(), 60, 110.0, 10);
+        f.raise_to_recurring_peaks(&short, 10);
+        assert!(f.upper.iter().all(|&u| u == 110.0));
+    }
 }

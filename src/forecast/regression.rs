@@ -1088,7 +1088,7 @@ impl FittedModel for RegressionModel {
             lower.push(back(zc + lo_q).min(pt));
             upper.push(back(zc + hi_q).max(pt));
         }
-        Ok(Forecast {
+        let mut forecast = Forecast {
             start: recent.end(),
             step: recent.step,
             point,
@@ -1096,7 +1096,9 @@ impl FittedModel for RegressionModel {
             upper,
             quantile,
             method: ForecastMethod::Regression,
-        })
+        };
+        forecast.raise_to_recurring_peaks(recent, layout.main_period);
+        Ok(forecast)
     }
 }
 

@@ -59,6 +59,18 @@ pub enum SourceError {
 
 impl SourceError {
     /// A short, fixed label for the `tideshift_prometheus_errors_total{reason}` metric.
+    /// Every value `reason()` returns, so the error counter starts at 0 for each and a rate()
+    /// or an alert on it works before the first error.
+    pub const REASONS: &'static [&'static str] = &[
+        "unreachable",
+        "timeout",
+        "http",
+        "rejected",
+        "parse",
+        "multiple_series",
+        "config",
+    ];
+
     pub fn reason(&self) -> &'static str {
         match self {
             SourceError::Unreachable { .. } => "unreachable",

@@ -7,9 +7,11 @@
 //!   ones (plus a few recent ones again, whose rate windows may have been incomplete).
 //! - `NaN`, `±Inf` and negative values become gaps (`NaN`): demand is a finite, non-negative
 //!   amount and anything else is unusable rather than a reason to scale.
-//! - A query that yields several series is an error naming the query: summing them would
+//! - A query that yields several series now is an error naming the query: summing them would
 //!   silently double demand when a series is duplicated (a relabelling mistake, two scrapes),
-//!   so the controller holds and reports instead. Write the query with `sum(...)`.
+//!   so the controller holds and reports instead. Write the query with `sum(...)`. In history
+//!   (range queries) only the points where several series overlap are unusable: they become
+//!   gaps, so a duplicate that is gone does not block the policy for its whole history.
 //! - Network errors, timeouts, HTTP 5xx and 429 are retried with exponential backoff; HTTP 4xx
 //!   (a bad query) is not.
 //! - The bearer token is read from its file on every request (projected tokens rotate) and is
@@ -256,6 +258,30 @@ pub fn to_grid(series: Option<&RawSeries>, start: i64, step: i64, len: usize) ->
     values
 }
 
+/// Put the points of every series on the grid; a point where more than one series has a value
+/// is a gap (two series where one was expected cannot be told apart, nor summed). Returns the
+/// values and how many points were such overlaps.
+fn merge_to_grid(series: &[RawSeries], start: i64, step: i64, len: usize) -> (Vec<f64>, usize) {
+    let mut values = vec![f64::NAN; len];
+    let mut seen = vec![0u32; len];
+    for one in series {
+        for (i, value) in to_grid(Some(one), start, step, len).into_iter().enumerate() {
+            if value.is_finite() {
+                seen[i] += 1;
+                values[i] = value;
+            }
+        }
+    }
+    let mut overlaps = 0;
+    for (value, count) in values.iter_mut().zip(seen) {
+        if count > 1 {
+            *value = f64::NAN;
+            overlaps += 1;
+        }
+    }
+    (values, overlaps)
+}
+
 /// The one series a demand query must yield, or `None` when it yielded nothing.
 pub fn one_series<T>(
     query: &str,
@@ -286,8 +312,18 @@ pub fn grid_from_body(
         query: query.to_string(),
         cause,
     })?;
-    let series = one_series(query, series, |s| &s.labels)?;
-    Ok(to_grid(series.as_ref(), start, step, len))
+    let (values, overlaps) = merge_to_grid(&series, start, step, len);
+    if overlaps > 0 {
+        let labels: Vec<BTreeMap<String, String>> =
+            series.iter().map(|s| s.labels.clone()).collect();
+        tracing::warn!(
+            query,
+            points = overlaps,
+            series = %describe_labels(&labels),
+            "several series at the same time in history; those points are gaps"
+        );
+    }
+    Ok(values)
 }
 
 /// An instant query's answer as the latest sample: what `latest` does with the response body.
@@ -697,6 +733,21 @@ mod tests {
         assert!(text.contains("2 series"), "{text}");
         assert!(text.contains("pod=\"a\""), "{text}");
         assert_eq!(err.reason(), "multiple_series");
+    }
+
+    #[test]
+    fn a_duplicate_in_history_leaves_gaps_not_an_error() {
+        // b duplicated a at 120 only; c replaced both from 240 on (relabelled).
+        let body = br#"{"status":"success","data":{"resultType":"matrix","result":[
+            {"metric":{"pod":"a"},"values":[[60,"1"],[120,"2"],[180,"3"]]},
+            {"metric":{"pod":"b"},"values":[[120,"2"]]},
+            {"metric":{"pod":"c"},"values":[[240,"4"]]}]}}"#;
+        let series = parse_matrix(body).unwrap();
+        let (values, overlaps) = merge_to_grid(&series, 60, 60, 4);
+        assert_eq!(overlaps, 1);
+        assert_eq!(values[0], 1.0);
+        assert!(values[1].is_nan(), "{values:?}");
+        assert_eq!(&values[2..], &[3.0, 4.0]);
     }
 
     /// A fake Prometheus: demand equals the timestamp in minutes; counts requests and the

@@ -1681,7 +1681,13 @@ async fn leader_killed_mid_shift_standby_takes_over_and_never_two_writers() {
     let Some(env) = testbed_env() else { return };
     let _serial = SERIAL.lock().await;
     let (admin, ns, _cleanup) = shift_scenario(&env, "leader").await;
-    let lease = format!("faults-{}", suffix());
+    // The chart's RBAC lets the daemon read and renew only its release's Lease, `tideshift` in
+    // tideshift-system; the classes run one at a time, so it is free, but clear what an
+    // earlier (killed) run may have left.
+    let lease = "tideshift".to_string();
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(admin.clone(), "tideshift-system");
+    let _ = leases.delete(&lease, &DeleteParams::default()).await;
     let replica = |identity: &str, addr: &str| {
         Daemon::spawn(
             &env,
@@ -1707,10 +1713,16 @@ async fn leader_killed_mid_shift_standby_takes_over_and_never_two_writers() {
         )
     };
     let mut a = replica("replica-a", &env.metrics_addr);
-    wait_until("replica a to lead", Duration::from_secs(60), async || {
-        (a.metric("tideshift_leader", &[]).await == Some(1.0)).then_some(())
-    })
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while a.metric("tideshift_leader", &[]).await != Some(1.0) {
+        let log = a.log_text();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        assert!(
+            Instant::now() < deadline,
+            "replica a did not lead within 60 s; its log ends with {tail:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let b_addr = free_addr();
     let b = replica("replica-b", &b_addr);
     let before = wait_settled(&admin, &ns, "shop", Duration::from_secs(240)).await;
@@ -2017,6 +2029,15 @@ spec:
         Data::Doubled,
         Data::CounterReset,
     ] {
+        if data == Data::Doubled {
+            // Across a minute, so the duplicate lands on the history grid (step 1m) too.
+            wait_until(
+                "a few seconds before a whole minute",
+                Duration::from_secs(70),
+                async || (42.0..48.0).contains(&(unix_now() % 60.0)).then_some(()),
+            )
+            .await;
+        }
         let from = unix_now();
         source.data.lock().unwrap_or_else(|e| e.into_inner()).0 = data;
         let mut degraded = false;
