@@ -734,8 +734,14 @@ async fn flash_sale_shifts_batch_to_online_before_the_peak_and_back() {
         .get(&env.lease_name)
         .await
         .expect("reading the Lease");
-    let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
-    assert!(holder.is_empty(), "the stopped daemon still holds the Lease: {holder:?}");
+    let holder = lease
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default();
+    assert!(
+        holder.is_empty(),
+        "the stopped daemon still holds the Lease: {holder:?}"
+    );
 
     // Figures for tests/e2e/bench-shift. A shift towards online starts with its first write
     // (batch shrinks or online grows between two samples; timed at the earlier sample, so the

@@ -294,12 +294,13 @@ fn is_true(status: &ShiftPolicyStatus, type_: &str) -> bool {
     condition(status, type_).is_some_and(|(s, _, _)| s == "True")
 }
 
-/// Ready, the current generation seen, and every workload at its desired replicas: the plan
-/// is applied. Returns the desired replicas by workload.
+/// Ready, not Degraded, the current generation seen, and every workload at its desired
+/// replicas: the plan is applied. Returns the desired replicas by workload.
 async fn settled(client: &Client, ns: &str, name: &str) -> Option<BTreeMap<String, u32>> {
     let (policy, status) = status_of(client, ns, name).await?;
     if status.observed_generation != policy.metadata.generation
         || !is_true(&status, "Ready")
+        || is_true(&status, "Degraded")
         || status.workloads.is_empty()
         || status.workloads.iter().any(|w| w.current != w.desired)
     {
@@ -654,6 +655,8 @@ async fn prometheus_down_slow_or_erroring_holds_the_plan_and_recovers() {
     create_policy(&admin, &ns, &policy("shop", "", CHECKOUT, 50)).await;
 
     let mut proxy = Proxy::start(&env.prometheus_url).await;
+    // Prometheus is down when the daemon starts: it knows no plan yet, so it writes nothing.
+    proxy.refuse().await;
     let daemon = Daemon::spawn(
         &env,
         &proxy.url(),
@@ -667,12 +670,27 @@ async fn prometheus_down_slow_or_erroring_holds_the_plan_and_recovers() {
             "20s",
         ],
     );
+    let mut problems = Vec::new();
+    wait_until(
+        "Degraded=True with Prometheus down at start",
+        Duration::from_secs(120),
+        async || {
+            let (_, status) = status_of(&admin, &ns, "shop").await?;
+            is_true(&status, "Degraded").then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let mut wrong = 0;
+    for w in daemon.writes() {
+        wrong += 1;
+        problems.push(format!("write with Prometheus down since start: {w:?}"));
+    }
+    proxy.restore().await;
     let before = wait_settled(&admin, &ns, "shop", Duration::from_secs(240)).await;
     let payment_before = before["payment"];
     eprintln!("settled before the faults: {before:?}");
 
-    let mut problems = Vec::new();
-    let mut wrong = 0;
     let mut recovery: f64 = 0.0;
     let mut fault_windows = Vec::new();
     for fault in ["5xx", "hang", "refused"] {
