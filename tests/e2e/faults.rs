@@ -1614,6 +1614,22 @@ async fn apiserver_restart_mid_shift_resumes_and_completes_once() {
         "apiserver restart: {before:?} -> {after:?}, writes {:?}",
         daemon.writes()
     );
+    // The daemon's watch came back too: the sale ends (a change made after the restart) and
+    // capacity returns to batch.
+    patch_policy(&admin, &ns, "shop", json!({"spec": {"online": [serde_yaml::from_str::<Value>(&format!(
+        "{{name: payment, target: {{kind: Deployment, name: payment}}, demand: {{query: '{CHECKOUT}'}}, perReplica: 50, headroom: 0.1, quantile: 0.9, replicas: {{min: 1, max: 12}}, startup: 10s}}"
+    )).expect("online workload")]}}))
+    .await;
+    let back_to_batch = wait_until(
+        "the daemon to see a policy change made after the restart",
+        Duration::from_secs(120),
+        async || {
+            let desired = settled(&admin, &ns, "shop").await?;
+            (desired["training"] > after["training"]).then_some(desired)
+        },
+    )
+    .await;
+    eprintln!("after the sale: {back_to_batch:?}");
     let figures = Figures {
         passed: problems.is_empty(),
         wrong_scale_actions: wrong,
