@@ -1614,6 +1614,22 @@ async fn apiserver_restart_mid_shift_resumes_and_completes_once() {
         "apiserver restart: {before:?} -> {after:?}, writes {:?}",
         daemon.writes()
     );
+    // The daemon's watch came back too: the sale ends (a change made after the restart) and
+    // capacity returns to batch.
+    patch_policy(&admin, &ns, "shop", json!({"spec": {"online": [serde_yaml::from_str::<Value>(&format!(
+        "{{name: payment, target: {{kind: Deployment, name: payment}}, demand: {{query: '{CHECKOUT}'}}, perReplica: 50, headroom: 0.1, quantile: 0.9, replicas: {{min: 1, max: 12}}, startup: 10s}}"
+    )).expect("online workload")]}}))
+    .await;
+    let back_to_batch = wait_until(
+        "the daemon to see a policy change made after the restart",
+        Duration::from_secs(120),
+        async || {
+            let desired = settled(&admin, &ns, "shop").await?;
+            (desired["training"] > after["training"]).then_some(desired)
+        },
+    )
+    .await;
+    eprintln!("after the sale: {back_to_batch:?}");
     let figures = Figures {
         passed: problems.is_empty(),
         wrong_scale_actions: wrong,
@@ -1811,6 +1827,30 @@ async fn leader_killed_mid_shift_standby_takes_over_and_never_two_writers() {
     for w in a_writes.iter().filter(|w| w.at > killed) {
         wrong += 1;
         problems.push(format!("replica a wrote after it was killed: {w:?}"));
+    }
+    // Events are writes too; each names the replica that recorded it.
+    let events = Api::<Event>::namespaced(admin.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let mut recorded = 0;
+    for event in &events {
+        let Some(at) = event.event_time.as_ref() else {
+            continue;
+        };
+        let at = at.0.as_millisecond() as f64 / 1000.0;
+        recorded += 1;
+        let by = event.reporting_instance.as_deref().unwrap_or("");
+        if (by == "replica-b" && at < killed) || (by == "replica-a" && at > killed + 1.0) {
+            problems.push(format!(
+                "Event {:?} by {by} at {at:.1} (a killed at {killed:.1})",
+                event.reason
+            ));
+        }
+    }
+    if recorded == 0 {
+        problems.push("no Events recorded by either replica".into());
     }
     let mut all = a_writes.clone();
     all.extend(b_writes.iter().cloned());
