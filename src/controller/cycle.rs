@@ -572,6 +572,18 @@ pub async fn run_cycle(
             decision.reason = format!("holding: demand unreadable ({})", decision.reason);
         }
     }
+    // Nor does unreadable demand free capacity for batch: while an online need is unknown,
+    // batch does not grow (it would have to give the capacity back once demand is readable,
+    // possibly mid-peak).
+    if input.online.iter().any(|state| state.forecast.is_none()) {
+        for decision in plan.offline.iter_mut() {
+            if decision.desired > decision.current {
+                decision.desired = decision.current;
+                decision.reason =
+                    format!("holding: online demand unreadable ({})", decision.reason);
+            }
+        }
+    }
 
     for (workloads, class, targets) in [
         (&plan.online, "online", &online_targets),
@@ -1013,6 +1025,23 @@ guardrails: {{scaleDown: {{maxPercentPerMinute: 100, stabilization: 20s}}}}
             "{:?}",
             cluster.log()
         );
+    }
+
+    #[tokio::test]
+    async fn missing_metrics_do_not_give_batch_the_capacity_either() {
+        // Prometheus down since the daemon started: no plan to hold, online at 2 of 10 slots.
+        let cluster = FakeCluster::with(&[("payment", 2), ("batch", 4)]);
+        let mut memory = PolicyMemory::default();
+        let mut down = source(100.0);
+        down.down.push("payment_demand".into());
+        let report = cycle(&spec("enforce"), &down, &cluster, &mut memory, true).await;
+        assert_eq!(report.missing_metrics.len(), 1);
+        assert!(
+            !cluster.log().iter().any(|l| l.starts_with("scale")),
+            "{:?}",
+            cluster.log()
+        );
+        assert_eq!(cluster.workloads.lock().unwrap()["batch"].0, 4);
     }
 
     #[tokio::test]

@@ -294,12 +294,13 @@ fn is_true(status: &ShiftPolicyStatus, type_: &str) -> bool {
     condition(status, type_).is_some_and(|(s, _, _)| s == "True")
 }
 
-/// Ready, the current generation seen, and every workload at its desired replicas: the plan
-/// is applied. Returns the desired replicas by workload.
+/// Ready, not Degraded, the current generation seen, and every workload at its desired
+/// replicas: the plan is applied. Returns the desired replicas by workload.
 async fn settled(client: &Client, ns: &str, name: &str) -> Option<BTreeMap<String, u32>> {
     let (policy, status) = status_of(client, ns, name).await?;
     if status.observed_generation != policy.metadata.generation
         || !is_true(&status, "Ready")
+        || is_true(&status, "Degraded")
         || status.workloads.is_empty()
         || status.workloads.iter().any(|w| w.current != w.desired)
     {
@@ -654,6 +655,8 @@ async fn prometheus_down_slow_or_erroring_holds_the_plan_and_recovers() {
     create_policy(&admin, &ns, &policy("shop", "", CHECKOUT, 50)).await;
 
     let mut proxy = Proxy::start(&env.prometheus_url).await;
+    // Prometheus is down when the daemon starts: it knows no plan yet, so it writes nothing.
+    proxy.refuse().await;
     let daemon = Daemon::spawn(
         &env,
         &proxy.url(),
@@ -667,12 +670,27 @@ async fn prometheus_down_slow_or_erroring_holds_the_plan_and_recovers() {
             "20s",
         ],
     );
+    let mut problems = Vec::new();
+    wait_until(
+        "Degraded=True with Prometheus down at start",
+        Duration::from_secs(120),
+        async || {
+            let (_, status) = status_of(&admin, &ns, "shop").await?;
+            is_true(&status, "Degraded").then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let mut wrong = 0;
+    for w in daemon.writes() {
+        wrong += 1;
+        problems.push(format!("write with Prometheus down since start: {w:?}"));
+    }
+    proxy.restore().await;
     let before = wait_settled(&admin, &ns, "shop", Duration::from_secs(240)).await;
     let payment_before = before["payment"];
     eprintln!("settled before the faults: {before:?}");
 
-    let mut problems = Vec::new();
-    let mut wrong = 0;
     let mut recovery: f64 = 0.0;
     let mut fault_windows = Vec::new();
     for fault in ["5xx", "hang", "refused"] {
@@ -1596,6 +1614,22 @@ async fn apiserver_restart_mid_shift_resumes_and_completes_once() {
         "apiserver restart: {before:?} -> {after:?}, writes {:?}",
         daemon.writes()
     );
+    // The daemon's watch came back too: the sale ends (a change made after the restart) and
+    // capacity returns to batch.
+    patch_policy(&admin, &ns, "shop", json!({"spec": {"online": [serde_yaml::from_str::<Value>(&format!(
+        "{{name: payment, target: {{kind: Deployment, name: payment}}, demand: {{query: '{CHECKOUT}'}}, perReplica: 50, headroom: 0.1, quantile: 0.9, replicas: {{min: 1, max: 12}}, startup: 10s}}"
+    )).expect("online workload")]}}))
+    .await;
+    let back_to_batch = wait_until(
+        "the daemon to see a policy change made after the restart",
+        Duration::from_secs(120),
+        async || {
+            let desired = settled(&admin, &ns, "shop").await?;
+            (desired["training"] > after["training"]).then_some(desired)
+        },
+    )
+    .await;
+    eprintln!("after the sale: {back_to_batch:?}");
     let figures = Figures {
         passed: problems.is_empty(),
         wrong_scale_actions: wrong,
@@ -1681,7 +1715,13 @@ async fn leader_killed_mid_shift_standby_takes_over_and_never_two_writers() {
     let Some(env) = testbed_env() else { return };
     let _serial = SERIAL.lock().await;
     let (admin, ns, _cleanup) = shift_scenario(&env, "leader").await;
-    let lease = format!("faults-{}", suffix());
+    // The chart's RBAC lets the daemon read and renew only its release's Lease, `tideshift` in
+    // tideshift-system; the classes run one at a time, so it is free, but clear what an
+    // earlier (killed) run may have left.
+    let lease = "tideshift".to_string();
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(admin.clone(), "tideshift-system");
+    let _ = leases.delete(&lease, &DeleteParams::default()).await;
     let replica = |identity: &str, addr: &str| {
         Daemon::spawn(
             &env,
@@ -1707,10 +1747,16 @@ async fn leader_killed_mid_shift_standby_takes_over_and_never_two_writers() {
         )
     };
     let mut a = replica("replica-a", &env.metrics_addr);
-    wait_until("replica a to lead", Duration::from_secs(60), async || {
-        (a.metric("tideshift_leader", &[]).await == Some(1.0)).then_some(())
-    })
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while a.metric("tideshift_leader", &[]).await != Some(1.0) {
+        let log = a.log_text();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        assert!(
+            Instant::now() < deadline,
+            "replica a did not lead within 60 s; its log ends with {tail:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let b_addr = free_addr();
     let b = replica("replica-b", &b_addr);
     let before = wait_settled(&admin, &ns, "shop", Duration::from_secs(240)).await;
@@ -1781,6 +1827,30 @@ async fn leader_killed_mid_shift_standby_takes_over_and_never_two_writers() {
     for w in a_writes.iter().filter(|w| w.at > killed) {
         wrong += 1;
         problems.push(format!("replica a wrote after it was killed: {w:?}"));
+    }
+    // Events are writes too; each names the replica that recorded it.
+    let events = Api::<Event>::namespaced(admin.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let mut recorded = 0;
+    for event in &events {
+        let Some(at) = event.event_time.as_ref() else {
+            continue;
+        };
+        let at = at.0.as_millisecond() as f64 / 1000.0;
+        recorded += 1;
+        let by = event.reporting_instance.as_deref().unwrap_or("");
+        if (by == "replica-b" && at < killed) || (by == "replica-a" && at > killed + 1.0) {
+            problems.push(format!(
+                "Event {:?} by {by} at {at:.1} (a killed at {killed:.1})",
+                event.reason
+            ));
+        }
+    }
+    if recorded == 0 {
+        problems.push("no Events recorded by either replica".into());
     }
     let mut all = a_writes.clone();
     all.extend(b_writes.iter().cloned());
