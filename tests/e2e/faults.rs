@@ -266,6 +266,22 @@ async fn patch_policy(client: &Client, ns: &str, name: &str, patch: Value) {
         .unwrap_or_else(|e| panic!("patching policy {ns}/{name}: {e}"));
 }
 
+/// Edit a policy as a user would: its one online workload `workload` (demand CHECKOUT) now
+/// serves `per_replica` per replica, so the policy wants more or fewer replicas.
+async fn set_per_replica(
+    client: &Client,
+    ns: &str,
+    policy: &str,
+    workload: &str,
+    per_replica: u32,
+) {
+    let online: Value = serde_yaml::from_str(&format!(
+        "{{name: {workload}, target: {{kind: Deployment, name: {workload}}}, demand: {{query: '{CHECKOUT}'}}, perReplica: {per_replica}, headroom: 0.1, quantile: 0.9, replicas: {{min: 1, max: 12}}, startup: 10s}}"
+    ))
+    .expect("online workload");
+    patch_policy(client, ns, policy, json!({"spec": {"online": [online]}})).await;
+}
+
 async fn status_of(
     client: &Client,
     ns: &str,
@@ -1016,10 +1032,7 @@ async fn bad_policies_are_refused_at_apply_or_reported_and_never_stop_others() {
         ));
     }
     // Policy b keeps working: a change to it is applied while a is invalid.
-    patch_policy(&admin, &ns, "b", json!({"spec": {"online": [serde_yaml::from_str::<Value>(&format!(
-        "{{name: b-payment, target: {{kind: Deployment, name: b-payment}}, demand: {{query: '{CHECKOUT}'}}, perReplica: 25, headroom: 0.1, quantile: 0.9, replicas: {{min: 1, max: 12}}, startup: 10s}}"
-    )).expect("online workload")]}}))
-    .await;
+    set_per_replica(&admin, &ns, "b", "b-payment", 25).await;
     let b_after = wait_until(
         "policy b to apply its change",
         Duration::from_secs(120),
@@ -1197,10 +1210,7 @@ async fn a_competing_writer_is_reported_and_never_fought() {
     )
     .await;
     let payment_at_hpa = replicas(&admin, &ns, "payment").await;
-    patch_policy(&admin, &ns, "shop", json!({"spec": {"online": [serde_yaml::from_str::<Value>(&format!(
-        "{{name: payment, target: {{kind: Deployment, name: payment}}, demand: {{query: '{CHECKOUT}'}}, perReplica: 25, headroom: 0.1, quantile: 0.9, replicas: {{min: 1, max: 12}}, startup: 10s}}"
-    )).expect("online workload")]}}))
-    .await;
+    set_per_replica(&admin, &ns, "shop", "payment", 25).await;
     tokio::time::sleep(Duration::from_secs(20)).await;
     let hpa_writes: Vec<Write> = writes_to(&daemon.writes(), &ns, "payment")
         .into_iter()
@@ -1551,6 +1561,46 @@ fn judge_shift(
     (wrong, lost)
 }
 
+/// The end of a mid-shift fault: `times` is (shift started, fault over). Waits for the shift to
+/// complete, lets a few more cycles pass (nothing may be applied again), and judges every write
+/// since the shift started. Returns the settled replicas and the class's figures.
+async fn finish_shift(
+    fault: &str,
+    admin: &Client,
+    ns: &str,
+    daemon: &mut Daemon,
+    before: &BTreeMap<String, u32>,
+    (shift_from, back): (f64, f64),
+    problems: &mut Vec<String>,
+) -> (BTreeMap<String, u32>, Figures) {
+    let after = wait_until(
+        &format!("the shift to complete after the {fault}"),
+        Duration::from_secs(180),
+        async || {
+            let desired = settled(admin, ns, "shop").await?;
+            (desired["payment"] > before["payment"]).then_some(desired)
+        },
+    )
+    .await;
+    let recovery = unix_now() - back;
+    if !daemon.alive() {
+        problems.push(format!("the daemon exited during the {fault}"));
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let (wrong, lost) = judge_shift(&daemon.writes(), shift_from, ns, before, &after, problems);
+    eprintln!(
+        "{fault}: {before:?} -> {after:?}, writes {:?}",
+        daemon.writes()
+    );
+    let figures = Figures {
+        passed: problems.is_empty(),
+        wrong_scale_actions: wrong,
+        lost_actions: lost,
+        recovery_seconds: Some((recovery * 10.0).round() / 10.0),
+    };
+    (after, figures)
+}
+
 // ---- 3. API server restart mid-shift ----------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1587,39 +1637,19 @@ async fn apiserver_restart_mid_shift_resumes_and_completes_once() {
     let back = unix_now();
     tokio::time::sleep(Duration::from_secs(3)).await;
     drop(resume_cm);
-    let after = wait_until(
-        "the shift to complete after the restart",
-        Duration::from_secs(180),
-        async || {
-            let desired = settled(&admin, &ns, "shop").await?;
-            (desired["payment"] > before["payment"]).then_some(desired)
-        },
+    let (after, mut figures) = finish_shift(
+        "API server restart",
+        &admin,
+        &ns,
+        &mut daemon,
+        &before,
+        (shift_from, back),
+        &mut problems,
     )
     .await;
-    let recovery = unix_now() - back;
-    if !daemon.alive() {
-        problems.push("the daemon exited".into());
-    }
-    // A few more cycles: nothing is applied again.
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let (wrong, lost) = judge_shift(
-        &daemon.writes(),
-        shift_from,
-        &ns,
-        &before,
-        &after,
-        &mut problems,
-    );
-    eprintln!(
-        "apiserver restart: {before:?} -> {after:?}, writes {:?}",
-        daemon.writes()
-    );
     // The daemon's watch came back too: the sale ends (a change made after the restart) and
     // capacity returns to batch.
-    patch_policy(&admin, &ns, "shop", json!({"spec": {"online": [serde_yaml::from_str::<Value>(&format!(
-        "{{name: payment, target: {{kind: Deployment, name: payment}}, demand: {{query: '{CHECKOUT}'}}, perReplica: 50, headroom: 0.1, quantile: 0.9, replicas: {{min: 1, max: 12}}, startup: 10s}}"
-    )).expect("online workload")]}}))
-    .await;
+    set_per_replica(&admin, &ns, "shop", "payment", 50).await;
     let back_to_batch = wait_until(
         "the daemon to see a policy change made after the restart",
         Duration::from_secs(120),
@@ -1630,12 +1660,7 @@ async fn apiserver_restart_mid_shift_resumes_and_completes_once() {
     )
     .await;
     eprintln!("after the sale: {back_to_batch:?}");
-    let figures = Figures {
-        passed: problems.is_empty(),
-        wrong_scale_actions: wrong,
-        lost_actions: lost,
-        recovery_seconds: Some((recovery * 10.0).round() / 10.0),
-    };
+    figures.passed = problems.is_empty();
     report("apiserver_restart", &figures, &problems);
 }
 
@@ -1673,38 +1698,16 @@ async fn etcd_stall_mid_shift_no_crash_no_wrong_writes_resumes() {
     tokio::time::sleep(Duration::from_secs(20)).await;
     drop(resume);
     let back = unix_now();
-    let after = wait_until(
-        "the shift to complete after the stall",
-        Duration::from_secs(180),
-        async || {
-            let desired = settled(&admin, &ns, "shop").await?;
-            (desired["payment"] > before["payment"]).then_some(desired)
-        },
+    let (_, figures) = finish_shift(
+        "etcd stall",
+        &admin,
+        &ns,
+        &mut daemon,
+        &before,
+        (shift_from, back),
+        &mut problems,
     )
     .await;
-    let recovery = unix_now() - back;
-    if !daemon.alive() {
-        problems.push("the daemon exited during the etcd stall".into());
-    }
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let (wrong, lost) = judge_shift(
-        &daemon.writes(),
-        shift_from,
-        &ns,
-        &before,
-        &after,
-        &mut problems,
-    );
-    eprintln!(
-        "etcd stall: {before:?} -> {after:?}, writes {:?}",
-        daemon.writes()
-    );
-    let figures = Figures {
-        passed: problems.is_empty(),
-        wrong_scale_actions: wrong,
-        lost_actions: lost,
-        recovery_seconds: Some((recovery * 10.0).round() / 10.0),
-    };
     report("etcd_stall", &figures, &problems);
 }
 
