@@ -32,6 +32,13 @@ use crate::forecast::Series;
 /// Prometheus's own limit is 11,000 points per series per query; stay clear of it.
 pub const DEFAULT_MAX_POINTS: usize = 10_000;
 
+/// Requests to Prometheus in flight at once, and idle connections kept for reuse. Every
+/// policy's cycle reads demand at the same time after a start: without a bound the client
+/// opened one connection per concurrent request (700 for 500 policies) and kept them all, each
+/// with a read buffer grown to the largest history chunk it carried. Prometheus itself runs 20
+/// queries at once by default (`--query.max-concurrency`); more only wait there.
+const MAX_IN_FLIGHT: usize = 16;
+
 /// Points at the end of the cached history fetched again each cycle: the newest points of a
 /// `rate()` may have been computed before the last scrape arrived.
 const REFETCH_POINTS: i64 = 3;
@@ -70,6 +77,7 @@ pub struct PrometheusSource {
     config: PrometheusConfig,
     base: String,
     cache: Mutex<HashMap<(String, i64), CachedHistory>>,
+    in_flight: tokio::sync::Semaphore,
 }
 
 /// A query's history kept between cycles, in `f32`: a daemon holds one per online workload
@@ -376,6 +384,7 @@ impl PrometheusSource {
         let mut builder = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+            .pool_max_idle_per_host(MAX_IN_FLIGHT)
             .user_agent(concat!("tideshift/", env!("CARGO_PKG_VERSION")));
         if let Some(ca_file) = &config.ca_file {
             let pem = std::fs::read(ca_file).map_err(|e| SourceError::Config {
@@ -413,6 +422,7 @@ impl PrometheusSource {
             config,
             base,
             cache: Mutex::new(HashMap::new()),
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
         })
     }
 
@@ -446,6 +456,8 @@ impl PrometheusSource {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
+        // Held until the body is read; the semaphore is never closed.
+        let _slot = self.in_flight.acquire().await;
         let response = match request.send().await {
             Ok(response) => response,
             Err(e) if e.is_timeout() => {
