@@ -14,6 +14,8 @@
 //! Run through `tests/run`, or: `eval "$(tests/e2e/testbed env)"; cargo test --test e2e_daemon`.
 //! With `TIDESHIFT_BENCH_OUT=FILE` the measured figures are written there as JSON.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,8 +25,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use serde_json::{Value, json};
 use tideshift::policy::ShiftPolicy;
 
@@ -40,19 +41,10 @@ struct Env {
 }
 
 fn testbed_env() -> Option<Env> {
-    if std::env::var("TIDESHIFT_SKIP_E2E").as_deref() == Ok("1") {
-        eprintln!("skipping the daemon e2e test: TIDESHIFT_SKIP_E2E=1");
+    if common::skip_e2e("the daemon e2e test") {
         return None;
     }
-    let get = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!(
-                "{name} is unset: run the e2e tests through tests/run (it starts the test bed), \
-                 or by hand after `tests/e2e/testbed up && eval \"$(tests/e2e/testbed env)\"`; \
-                 set TIDESHIFT_SKIP_E2E=1 to skip them explicitly"
-            )
-        })
-    };
+    let get = common::testbed_var;
     Some(Env {
         admin_kubeconfig: get("KUBECONFIG"),
         daemon_kubeconfig: get("TIDESHIFT_DAEMON_KUBECONFIG"),
@@ -70,15 +62,6 @@ fn unix_now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs() as i64
-}
-
-async fn client_from(path: &str) -> Client {
-    let kubeconfig =
-        Kubeconfig::read_from(path).unwrap_or_else(|e| panic!("reading kubeconfig {path}: {e}"));
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("kubeconfig {path}: {e}"));
-    Client::try_from(config).expect("building a kube client")
 }
 
 /// The exporter's scenario shape: 0 outside the peak, 1 on its plateau, linear ramps.
@@ -419,7 +402,7 @@ impl Drop for Namespaces {
                 return;
             };
             runtime.block_on(async {
-                let client = client_from(&kubeconfig).await;
+                let client = common::client_from(&kubeconfig).await;
                 for name in names {
                     let _ = Api::<Namespace>::all(client.clone())
                         .delete(&name, &DeleteParams::background())
@@ -455,7 +438,7 @@ impl Drop for Daemon {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flash_sale_shifts_batch_to_online_before_the_peak_and_back() {
     let Some(env) = testbed_env() else { return };
-    let admin = client_from(&env.admin_kubeconfig).await;
+    let admin = common::client_from(&env.admin_kubeconfig).await;
     let suffix = format!("{:x}", unix_now() % 0xfffff);
     let ns = format!("e2e-shift-{suffix}");
     let dry_ns = format!("e2e-dry-{suffix}");

@@ -13,6 +13,8 @@
 //! Run through `tests/e2e/faults`, `tests/run`, or after `eval "$(tests/e2e/testbed env)"`:
 //! `cargo test --test e2e_faults -- --test-threads=1 --nocapture`.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,8 +27,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use serde_json::{Value, json};
 use tideshift::policy::{ShiftPolicy, ShiftPolicyStatus};
 
@@ -42,19 +43,10 @@ struct Env {
 }
 
 fn testbed_env() -> Option<Env> {
-    if std::env::var("TIDESHIFT_SKIP_E2E").as_deref() == Ok("1") {
-        eprintln!("skipping the fault tests: TIDESHIFT_SKIP_E2E=1");
+    if common::skip_e2e("the fault tests") {
         return None;
     }
-    let get = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!(
-                "{name} is unset: run the fault tests through tests/e2e/faults or tests/run \
-                 (they start the test bed), or by hand after `tests/e2e/testbed up && eval \
-                 \"$(tests/e2e/testbed env)\"`; set TIDESHIFT_SKIP_E2E=1 to skip them explicitly"
-            )
-        })
-    };
+    let get = common::testbed_var;
     Some(Env {
         admin_kubeconfig: get("KUBECONFIG"),
         daemon_kubeconfig: get("TIDESHIFT_DAEMON_KUBECONFIG"),
@@ -78,18 +70,6 @@ fn unix_now() -> f64 {
 
 fn suffix() -> String {
     format!("{:x}", (unix_now() * 10.0) as u64 % 0xffffff)
-}
-
-async fn client_from(path: &str) -> Client {
-    let kubeconfig =
-        Kubeconfig::read_from(path).unwrap_or_else(|e| panic!("reading kubeconfig {path}: {e}"));
-    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("kubeconfig {path}: {e}"));
-    // A stalled etcd or a restarting API server must not hang the test's own reads.
-    config.read_timeout = Some(Duration::from_secs(10));
-    config.write_timeout = Some(Duration::from_secs(10));
-    Client::try_from(config).expect("building a kube client")
 }
 
 fn testbed(env: &Env, args: &[&str]) {
@@ -158,7 +138,7 @@ impl Drop for Namespaces {
                 return;
             };
             runtime.block_on(async {
-                let client = client_from(&kubeconfig).await;
+                let client = common::client_from(&kubeconfig).await;
                 for name in names {
                     let _ = Api::<Namespace>::all(client.clone())
                         .delete(&name, &DeleteParams::background())
@@ -663,7 +643,7 @@ impl Drop for Proxy {
 async fn prometheus_down_slow_or_erroring_holds_the_plan_and_recovers() {
     let Some(env) = testbed_env() else { return };
     let _serial = SERIAL.lock().await;
-    let admin = client_from(&env.admin_kubeconfig).await;
+    let admin = common::client_from(&env.admin_kubeconfig).await;
     let ns = format!("faults-prom-{}", suffix());
     let _cleanup = Namespaces(env.admin_kubeconfig.clone(), vec![ns.clone()]);
     create_namespace(&admin, &ns).await;
@@ -933,7 +913,7 @@ fn refused_at_apply() -> Vec<(&'static str, String)> {
 async fn bad_policies_are_refused_at_apply_or_reported_and_never_stop_others() {
     let Some(env) = testbed_env() else { return };
     let _serial = SERIAL.lock().await;
-    let admin = client_from(&env.admin_kubeconfig).await;
+    let admin = common::client_from(&env.admin_kubeconfig).await;
     let ns = format!("faults-policy-{}", suffix());
     let _cleanup = Namespaces(env.admin_kubeconfig.clone(), vec![ns.clone()]);
     create_namespace(&admin, &ns).await;
@@ -1107,7 +1087,7 @@ async fn scale_by_hand(client: &Client, ns: &str, name: &str, replicas: u32) -> 
 async fn a_competing_writer_is_reported_and_never_fought() {
     let Some(env) = testbed_env() else { return };
     let _serial = SERIAL.lock().await;
-    let admin = client_from(&env.admin_kubeconfig).await;
+    let admin = common::client_from(&env.admin_kubeconfig).await;
     let ns = format!("faults-writer-{}", suffix());
     let _cleanup = Namespaces(env.admin_kubeconfig.clone(), vec![ns.clone()]);
     create_namespace(&admin, &ns).await;
@@ -1262,7 +1242,7 @@ async fn a_competing_writer_is_reported_and_never_fought() {
 async fn least_privilege_cross_namespace_refusal_no_token_in_logs_and_a_locked_down_chart() {
     let Some(env) = testbed_env() else { return };
     let _serial = SERIAL.lock().await;
-    let admin = client_from(&env.admin_kubeconfig).await;
+    let admin = common::client_from(&env.admin_kubeconfig).await;
     let id = suffix();
     let ns = format!("faults-sec-{id}");
     let other = format!("faults-sec-other-{id}");
@@ -1366,7 +1346,7 @@ async fn least_privilege_cross_namespace_refusal_no_token_in_logs_and_a_locked_d
     }
 
     // The daemon's identity may scale, not edit, delete or read secrets.
-    let daemon_client = client_from(&env.daemon_kubeconfig).await;
+    let daemon_client = common::client_from(&env.daemon_kubeconfig).await;
     let deployments: Api<Deployment> = Api::namespaced(daemon_client.clone(), &ns);
     let attempts = [
         (
@@ -1470,7 +1450,7 @@ async fn least_privilege_cross_namespace_refusal_no_token_in_logs_and_a_locked_d
 
 /// A namespace with payment (2) and training (8) under policy `shop` at 50 per replica.
 async fn shift_scenario(env: &Env, class: &str) -> (Client, String, Namespaces) {
-    let admin = client_from(&env.admin_kubeconfig).await;
+    let admin = common::client_from(&env.admin_kubeconfig).await;
     let ns = format!("faults-{class}-{}", suffix());
     let cleanup = Namespaces(env.admin_kubeconfig.clone(), vec![ns.clone()]);
     create_namespace(&admin, &ns).await;
@@ -1959,7 +1939,7 @@ impl BadData {
 async fn bad_metric_data_never_panics_nor_scales_online_down() {
     let Some(env) = testbed_env() else { return };
     let _serial = SERIAL.lock().await;
-    let admin = client_from(&env.admin_kubeconfig).await;
+    let admin = common::client_from(&env.admin_kubeconfig).await;
     let id = suffix();
     let ns = format!("faults-data-{id}");
     let _cleanup = Namespaces(env.admin_kubeconfig.clone(), vec![ns.clone()]);

@@ -5,14 +5,15 @@
 //!
 //! Run through `tests/run`, or by hand: `eval "$(tests/e2e/testbed env)"; cargo test --test e2e_smoke`.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use serde_json::{Value, json};
 
 struct Env {
@@ -25,33 +26,15 @@ struct Env {
 /// Unset variables without the opt-out fail: CI always sets them, so a silent skip would hide
 /// a broken harness.
 fn testbed_env() -> Option<Env> {
-    if std::env::var("TIDESHIFT_SKIP_E2E").as_deref() == Ok("1") {
-        eprintln!("skipping e2e smoke test: TIDESHIFT_SKIP_E2E=1");
+    if common::skip_e2e("e2e smoke test") {
         return None;
     }
-    let get = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!(
-                "{name} is unset: run the e2e tests through tests/run (it starts the test bed), \
-                 or by hand after `tests/e2e/testbed up && eval \"$(tests/e2e/testbed env)\"`; \
-                 set TIDESHIFT_SKIP_E2E=1 to skip them explicitly"
-            )
-        })
-    };
+    let get = common::testbed_var;
     Some(Env {
         admin_kubeconfig: get("KUBECONFIG"),
         daemon_kubeconfig: get("TIDESHIFT_DAEMON_KUBECONFIG"),
         prometheus_url: get("TIDESHIFT_PROMETHEUS_URL"),
     })
-}
-
-async fn client_from(path: &str) -> Client {
-    let kubeconfig =
-        Kubeconfig::read_from(path).unwrap_or_else(|e| panic!("reading kubeconfig {path}: {e}"));
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("kubeconfig {path}: {e}"));
-    Client::try_from(config).expect("building a kube client")
 }
 
 fn unique(prefix: &str) -> String {
@@ -207,7 +190,7 @@ async fn running_on_kwok(client: &Client, ns: &str, app: &str, want: usize) -> R
 #[tokio::test]
 async fn deployment_runs_on_kwok_nodes_and_scales_through_the_subresource() {
     let Some(env) = testbed_env() else { return };
-    let client = client_from(&env.admin_kubeconfig).await;
+    let client = common::client_from(&env.admin_kubeconfig).await;
     let ns = create_namespace(&client, "smoke-scale").await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     deployments
@@ -264,7 +247,7 @@ async fn deployment_runs_on_kwok_nodes_and_scales_through_the_subresource() {
 #[tokio::test]
 async fn pods_beyond_node_capacity_stay_pending() {
     let Some(env) = testbed_env() else { return };
-    let client = client_from(&env.admin_kubeconfig).await;
+    let client = common::client_from(&env.admin_kubeconfig).await;
     let nodes = kwok_nodes(&client).await;
     let node_count = nodes.len();
     let smallest = nodes.iter().map(node_cpu_millis).min().expect("a node");
@@ -457,8 +440,8 @@ async fn prometheus_answers_over_backfilled_history_and_the_live_exporter() {
 #[tokio::test]
 async fn daemon_identity_is_held_to_its_role() {
     let Some(env) = testbed_env() else { return };
-    let admin = client_from(&env.admin_kubeconfig).await;
-    let daemon = client_from(&env.daemon_kubeconfig).await;
+    let admin = common::client_from(&env.admin_kubeconfig).await;
+    let daemon = common::client_from(&env.daemon_kubeconfig).await;
     let ns = create_namespace(&admin, "smoke-rbac").await;
     Api::<Deployment>::namespaced(admin.clone(), &ns)
         .create(
