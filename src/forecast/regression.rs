@@ -20,7 +20,7 @@ use linfa::traits::Fit;
 use linfa_linalg::cholesky::SolveCInplace;
 use ndarray::{Array2, ArrayView1, Axis};
 
-use super::prep::{check_quantile, clean_value, quantile_sorted, sorted_finite};
+use super::prep::{check_quantile, clean_value, quantile_sorted, sorted_finite, thin_sorted};
 use super::seasonal_naive::SeasonalNaiveModel;
 use super::{
     FittedModel, Forecast, ForecastError, ForecastMethod, ForecastSpec, Forecaster, Series,
@@ -781,6 +781,11 @@ fn season_drift(z: &[f64], t: usize, h: usize, period: usize, level: f64) -> f64
     seasons * (level - before)
 }
 
+/// Order statistics kept per horizon step for the band: a quantile read from them is off by at
+/// most half a percent of rank, and a daemon with a thousand workloads keeps 48 KB per
+/// workload at 30 steps instead of 144 KB for 600 raw residuals.
+const BAND_POINTS: usize = 201;
+
 /// What the held-out origins of one series say about its forecasts.
 #[derive(Clone, Debug, Default)]
 struct Band {
@@ -870,7 +875,10 @@ fn held_out_bands(
         out[si] = Band {
             blend,
             drift: drifts,
-            residuals: per_step.into_iter().map(sorted_finite).collect(),
+            residuals: per_step
+                .into_iter()
+                .map(|r| thin_sorted(sorted_finite(r), BAND_POINTS))
+                .collect(),
         };
     }
     out
