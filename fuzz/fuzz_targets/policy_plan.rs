@@ -54,19 +54,24 @@ fn run(u: &mut Unstructured) -> Result<()> {
         plan::plan(spec, &first, &PlanMemory::default()).0,
         "not deterministic"
     );
-    check(spec, &first, &plan);
+    check(spec, &first, &plan, None);
 
     // The next cycle, after any delay (the clock may even step back), from the same or a new
     // state of the cluster.
     let later = NOW + u.int_in_range(-60..=2 * DAY)?;
     let second = input(spec, u, later)?;
-    let (plan, _) = plan::plan(spec, &second, &memory);
-    check(spec, &second, &plan);
+    let (later_plan, _) = plan::plan(spec, &second, &memory);
+    check(spec, &second, &later_plan, Some(&plan));
     Ok(())
 }
 
-/// The rules docs/planner.md promises for every plan.
-fn check(spec: &ShiftPolicySpec, input: &PlanInput, plan: &plan::Plan) {
+/// The rules docs/planner.md promises for every plan; `previous` is the plan of the cycle before.
+fn check(
+    spec: &ShiftPolicySpec,
+    input: &PlanInput,
+    plan: &plan::Plan,
+    previous: Option<&plan::Plan>,
+) {
     // Capacity can cut a held workload for another's forecast need (needs come before holds),
     // so "never down on missing data" is checked where capacity cannot bind: every online
     // workload at its largest fits.
@@ -89,11 +94,22 @@ fn check(spec: &ShiftPolicySpec, input: &PlanInput, plan: &plan::Plan) {
             p.desired,
             w.replicas.min
         );
-        // "missing data never scales an online workload down"
+        // "missing data never scales an online workload down": below its current replicas
+        // with `hold`, or with nothing observed; below the last plan with `reactive` planning
+        // for the observed demand (replicas raised since by another writer are a conflict the
+        // actuator reports and leaves alone, not a level the planner keeps).
         if roomy && state.forecast.is_none() {
+            let reactive = spec.guardrails.on_missing_metrics == MissingMetrics::Reactive
+                && state
+                    .observed_demand
+                    .is_some_and(|d| d.is_finite() && d >= 0.0);
+            let floor = match previous.and_then(|before| before.workload(&w.name)) {
+                Some(before) if reactive => before.desired,
+                _ => state.current,
+            };
             assert!(
-                p.desired >= state.current.min(w.replicas.max),
-                "{}: scaled down on missing data: {p:?}",
+                p.desired >= floor.min(w.replicas.max),
+                "{}: scaled down on missing data below {floor}: {p:?}",
                 w.name
             );
         }

@@ -152,6 +152,14 @@ fn missing_forecast_reactive_scales_up_on_observed_but_not_below_last_plan() {
     input.online[0].observed_demand = Some(3000.0);
     let (plan, _) = super::plan(&spec, &input, &memory);
     assert_eq!(desired(&plan, "pay"), 30);
+    // Scaled up since by another writer (the actuator reports that as a conflict and leaves it):
+    // reactive plans for the observed demand, floored at its own last plan, not at 25. Found by
+    // fuzz/run (fuzz/corpus/policy_plan/crash-reactive-observed-below-current), whose rule was
+    // stricter than this documented one.
+    input.online[0].current = 25;
+    input.online[0].observed_demand = Some(500.0);
+    let (plan, _) = super::plan(&spec, &input, &memory);
+    assert_eq!(desired(&plan, "pay"), 20, "{}", plan.online[0].reason);
 }
 
 /// Found by `fuzz/run` (fuzz/corpus/policy_plan/crash-reactive-without-demand-scales-down):
