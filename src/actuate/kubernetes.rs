@@ -35,6 +35,12 @@ pub const FIELD_MANAGER: &str = "tideshift";
 /// How long an HPA list is reused for a namespace: one list serves every target of a cycle.
 const HPA_CACHE_TTL: Duration = Duration::from_secs(10);
 
+/// Workload operations (each one to three requests) in flight at once. The Kubernetes client
+/// opens a connection per concurrent request and keeps it: 500 policies starting together had
+/// about 500 connections open, each with its TLS state and buffers, and the API server answered
+/// them no faster than it answers 32 (its own default limit is 400 in-flight reads).
+const MAX_IN_FLIGHT: usize = 32;
+
 #[derive(Clone, Debug, PartialEq)]
 enum ConflictKind {
     Autoscaler,
@@ -53,6 +59,7 @@ pub struct KubeActuator {
     conflict_hold: Duration,
     memory: Mutex<HashMap<String, TargetMemory>>,
     hpas: tokio::sync::Mutex<HashMap<String, (Instant, Vec<HorizontalPodAutoscaler>)>>,
+    in_flight: tokio::sync::Semaphore,
 }
 
 /// A workload as read from the API.
@@ -125,7 +132,18 @@ impl KubeActuator {
             conflict_hold,
             memory: Mutex::new(HashMap::new()),
             hpas: tokio::sync::Mutex::new(HashMap::new()),
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
         }
+    }
+
+    /// Runs one workload operation once fewer than `MAX_IN_FLIGHT` are in flight.
+    async fn bounded<T>(
+        &self,
+        operation: impl Future<Output = Result<T, ActuateError>>,
+    ) -> Result<T, ActuateError> {
+        // The semaphore is never closed; were it, running unbounded beats not running.
+        let _permit = self.in_flight.acquire().await.ok();
+        operation.await
     }
 
     fn lock_memory(&self) -> std::sync::MutexGuard<'_, HashMap<String, TargetMemory>> {
@@ -485,7 +503,7 @@ impl KubeActuator {
 
 impl Actuator for KubeActuator {
     fn observe<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<Observed, ActuateError>> {
-        self.observe_target(target).boxed()
+        self.bounded(self.observe_target(target)).boxed()
     }
 
     fn scale<'a>(
@@ -493,21 +511,21 @@ impl Actuator for KubeActuator {
         target: &'a Target,
         replicas: u32,
     ) -> BoxFuture<'a, Result<ScaleOutcome, ActuateError>> {
-        self.scale_target(target, replicas).boxed()
+        self.bounded(self.scale_target(target, replicas)).boxed()
     }
 
     fn pods_holding_capacity<'a>(
         &'a self,
         target: &'a Target,
     ) -> BoxFuture<'a, Result<u32, ActuateError>> {
-        self.count_pods(target).boxed()
+        self.bounded(self.count_pods(target)).boxed()
     }
 
     fn node_capacity<'a>(
         &'a self,
         selector: &'a BTreeMap<String, String>,
     ) -> BoxFuture<'a, Result<Resources, ActuateError>> {
-        self.nodes_allocatable(selector).boxed()
+        self.bounded(self.nodes_allocatable(selector)).boxed()
     }
 }
 
@@ -524,6 +542,8 @@ pub fn selector_text(selector: &BTreeMap<String, String>) -> String {
 mod tests {
     use http::{Request, Response};
     use kube::client::Body;
+
+    use std::sync::Arc;
 
     use super::*;
 
@@ -591,6 +611,52 @@ mod tests {
             .await
             .expect("an API request")
             .expect("the client is alive")
+    }
+
+    #[tokio::test]
+    async fn at_most_max_in_flight_workload_operations_reach_the_api_server() {
+        let (client, mut handle) = mock();
+        let actuator = Arc::new(KubeActuator::new(client, Duration::from_secs(60)));
+        let tasks: Vec<_> = (0..MAX_IN_FLIGHT + 8)
+            .map(|_| {
+                let actuator = actuator.clone();
+                tokio::spawn(async move { actuator.observe(&target()).await })
+            })
+            .collect();
+        let mut pending = Vec::new();
+        for _ in 0..MAX_IN_FLIGHT {
+            let (request, send) = next(&mut handle).await;
+            assert_eq!(
+                request.uri().path(),
+                "/apis/apps/v1/namespaces/shop/deployments/payment"
+            );
+            pending.push(send);
+        }
+        // Every slot is taken: the next operation waits in the daemon, not on a new connection.
+        let more = tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await;
+        assert!(
+            more.is_err(),
+            "more than {MAX_IN_FLIGHT} requests in flight"
+        );
+        // One operation finishes (its HPA list is its second request): one more starts.
+        respond(pending.remove(0), deployment(2));
+        let (request, send) = next(&mut handle).await;
+        assert!(request.uri().path().ends_with("/horizontalpodautoscalers"));
+        respond(send, hpa_list(None));
+        let (request, send) = next(&mut handle).await;
+        assert!(request.uri().path().ends_with("/deployments/payment"));
+        pending.push(send);
+        // The rest: HPA lists are cached for the namespace now, so one request each.
+        for send in pending {
+            respond(send, deployment(2));
+        }
+        for _ in 0..7 {
+            let (_, send) = next(&mut handle).await;
+            respond(send, deployment(2));
+        }
+        for task in tasks {
+            assert_eq!(task.await.unwrap().unwrap().replicas, 2);
+        }
     }
 
     #[tokio::test]
