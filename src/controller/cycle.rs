@@ -19,10 +19,19 @@ const UNLIMITED: f64 = 1e18;
 /// Forecast error is measured over this window.
 const ERROR_WINDOW_SECONDS: i64 = 6 * 3600;
 
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
 /// Forecaster fits running at once, in the whole process: one per core.
-static FIT_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
-    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
-});
+static FIT_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> =
+    std::sync::LazyLock::new(|| tokio::sync::Semaphore::new(cores()));
+
+/// Refits (fetching a whole history, then fitting on it) in progress at once: two per core, so
+/// one fetches while another fits. Without a bound, a daemon starting with a thousand online
+/// workloads fetched every history at once and held them all while they queued for a core.
+static REFIT_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> =
+    std::sync::LazyLock::new(|| tokio::sync::Semaphore::new(2 * cores()));
 
 /// What stays between cycles of one policy.
 #[derive(Default)]
@@ -141,6 +150,15 @@ fn steps(duration: Duration, step: i64) -> usize {
     (duration.as_secs() as i64).div_euclid(step.max(1)).max(0) as usize
 }
 
+/// Where the history read between refits starts: what the model predicts from, and the
+/// window of forecast errors `record_forecast` measures.
+fn recent_start(model: &dyn FittedModel, horizon: usize, now: i64, step: i64) -> i64 {
+    let points = model
+        .recent_len(horizon)
+        .max((ERROR_WINDOW_SECONDS / step) as usize + 1);
+    now - points as i64 * step
+}
+
 fn fingerprint(spec: &ShiftPolicySpec, query: &str) -> String {
     format!(
         "{query}|{}|{}|{}|{:?}|{:?}",
@@ -176,7 +194,27 @@ async fn read_online(
     let query = workload.demand.query.as_str();
     let metric_labels = labels(env, &workload.name, "online");
 
-    let history = env.source.range(query, history_start, now, step).await;
+    let horizon = steps(spec.forecast.horizon.0, step).max(1);
+    let print = fingerprint(spec, query);
+    let retrain = spec.forecast.retrain.as_secs() as i64;
+    let fitted = memory
+        .models
+        .get(&workload.name)
+        .filter(|entry| entry.fingerprint == print && now - entry.fitted_at < retrain.max(step));
+    let needs_fit = fitted.is_none();
+    // A refit reads the whole history; between refits only what the model predicts from (and
+    // the forecast error's window) is read and cached, so the daemon's memory grows with that,
+    // not with `forecast.history` (14 days at 1m are 20,160 points per online workload).
+    let window_start = fitted
+        .map(|entry| recent_start(entry.model.as_ref(), horizon, now, step).max(history_start));
+    let _refit_slot = match window_start {
+        Some(_) => None,
+        None => REFIT_SLOTS.acquire().await.ok(),
+    };
+    let history = env
+        .source
+        .range(query, window_start.unwrap_or(history_start), now, step)
+        .await;
     let latest = env.source.latest(query).await;
     let mut missing = None;
     let history = match history {
@@ -232,12 +270,6 @@ async fn read_online(
         };
     };
 
-    let horizon = steps(spec.forecast.horizon.0, step).max(1);
-    let print = fingerprint(spec, query);
-    let retrain = spec.forecast.retrain.as_secs() as i64;
-    let needs_fit = memory.models.get(&workload.name).is_none_or(|entry| {
-        entry.fingerprint != print || now - entry.fitted_at >= retrain.max(step)
-    });
     if needs_fit {
         let events = match crate::policy::events::expand(
             &spec.events,
@@ -272,6 +304,11 @@ async fn read_online(
             tokio::task::spawn_blocking(move || forecaster.fit(&training, &fit_spec)).await;
         match fitted {
             Ok(Ok(model)) => {
+                env.source.forget_before(
+                    query,
+                    step,
+                    recent_start(model.as_ref(), horizon, now, step),
+                );
                 memory.models.insert(
                     workload.name.clone(),
                     FittedEntry {
@@ -747,6 +784,10 @@ mod tests {
     struct FakeSource {
         demand: HashMap<String, f64>,
         down: Vec<String>,
+        /// (start, end) of every range asked.
+        asked: Mutex<Vec<(i64, i64)>>,
+        /// `forget_before` calls: (query, before).
+        forgotten: Mutex<Vec<(String, i64)>>,
     }
 
     impl DemandSource for FakeSource {
@@ -758,6 +799,7 @@ mod tests {
             step: i64,
         ) -> BoxFuture<'a, Result<Series, SourceError>> {
             async move {
+                self.asked.lock().unwrap().push((start, end));
                 if self.down.iter().any(|q| q == query) {
                     return Err(SourceError::Timeout {
                         query: query.into(),
@@ -789,6 +831,13 @@ mod tests {
                 }))
             }
             .boxed()
+        }
+
+        fn forget_before(&self, query: &str, _step: i64, before: i64) {
+            self.forgotten
+                .lock()
+                .unwrap()
+                .push((query.to_string(), before));
         }
     }
 
@@ -916,6 +965,17 @@ guardrails: {{scaleDown: {{maxPercentPerMinute: 100, stabilization: 20s}}}}
         memory: &mut PolicyMemory,
         may_write: bool,
     ) -> CycleReport {
+        cycle_at(spec, source, cluster, memory, may_write, NOW).await
+    }
+
+    async fn cycle_at(
+        spec: &ShiftPolicySpec,
+        source: &FakeSource,
+        cluster: &FakeCluster,
+        memory: &mut PolicyMemory,
+        may_write: bool,
+        now: i64,
+    ) -> CycleReport {
         let metrics = Metrics::new();
         let allow = move || may_write;
         let env = Environment {
@@ -928,14 +988,57 @@ guardrails: {{scaleDown: {{maxPercentPerMinute: 100, stabilization: 20s}}}}
             policy: "checkout",
             namespace: "shop",
         };
-        run_cycle(&env, spec, memory, NOW).await
+        run_cycle(&env, spec, memory, now).await
     }
 
     fn source(payment: f64) -> FakeSource {
         FakeSource {
             demand: [("payment_demand".to_string(), payment)].into(),
             down: vec![],
+            asked: Mutex::default(),
+            forgotten: Mutex::default(),
         }
+    }
+
+    #[tokio::test]
+    async fn the_whole_history_is_read_to_refit_and_only_the_recent_part_between() {
+        let spec = spec("enforce");
+        let source = source(300.0);
+        let cluster = FakeCluster::with(&[("payment", 3), ("batch", 4)]);
+        let mut memory = PolicyMemory::default();
+        let day = 86_400;
+        // The spec: 1m step, 1d history, 1h season, 10m retrain; minutes 0, 5, 10 and 11.
+        for minutes in [0, 5, 10, 11] {
+            let now = NOW + minutes * 60;
+            let report = cycle_at(&spec, &source, &cluster, &mut memory, true, now).await;
+            assert!(report.errors.is_empty(), "{:?}", report.errors);
+            assert!(report.missing_metrics.is_empty(), "{report:?}");
+        }
+        let asked: Vec<i64> = source.asked.lock().unwrap().iter().map(|a| a.0).collect();
+        let model = memory.models["payment"].model.clone();
+        let points = model
+            .recent_len(30)
+            .max((ERROR_WINDOW_SECONDS / 60) as usize + 1);
+        let recent = points as i64 * 60;
+        assert!(recent < day / 2, "{recent}");
+        assert_eq!(
+            asked,
+            [
+                NOW - day,
+                NOW + 5 * 60 - recent,
+                NOW + 10 * 60 - day,
+                NOW + 11 * 60 - recent
+            ],
+            "refit, recent, refit (retrain is due), recent"
+        );
+        // After each refit the source may drop what only the fit needed.
+        assert_eq!(
+            *source.forgotten.lock().unwrap(),
+            [
+                ("payment_demand".to_string(), NOW - recent),
+                ("payment_demand".to_string(), NOW + 10 * 60 - recent)
+            ]
+        );
     }
 
     #[tokio::test]

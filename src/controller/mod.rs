@@ -134,6 +134,21 @@ impl Context {
                 tracing::info!(policy = %key, "policy deleted; forgot its state");
             }
         }
+        drop(states);
+        // Histories cached for queries that no policy asks for any more (edited or deleted).
+        let queries: std::collections::HashSet<String> = stores
+            .iter()
+            .flat_map(|store| store.state())
+            .flat_map(|policy| {
+                policy
+                    .spec
+                    .online
+                    .iter()
+                    .map(|w| w.demand.query.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        self.source.retain_queries(&|query| queries.contains(query));
     }
 }
 

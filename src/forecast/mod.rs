@@ -151,6 +151,12 @@ pub trait FittedModel: Send + Sync {
         horizon: usize,
         quantile: f64,
     ) -> Result<Forecast, ForecastError>;
+
+    /// How many of the latest points `predict` reads for a forecast of `horizon` steps: given
+    /// only these it forecasts what it would from the whole history (except that a walk back
+    /// past gaps stops there). The daemon keeps just this much between fits, so its memory
+    /// does not grow with `forecast.history`.
+    fn recent_len(&self, horizon: usize) -> usize;
 }
 pub mod backtest;
 pub mod prep;

@@ -4,7 +4,7 @@
 //! The band comes from the empirical distribution of the method's own errors in the history:
 //! for a forecast `k` seasons back, the errors `y[t] - y[t - k * period]`.
 
-use super::prep::{check_quantile, clean_value, quantile_sorted, sorted_finite, thin_sorted};
+use super::prep::{OrderStatistics, check_quantile, clean_value};
 use super::{
     FittedModel, Forecast, ForecastError, ForecastMethod, ForecastSpec, Forecaster, Series,
 };
@@ -13,9 +13,9 @@ use super::{
 /// used instead.
 const MIN_RESIDUALS: usize = 8;
 
-/// Sorted errors kept per look-back (and for the spread): quantiles to 0.1% of rank, without
-/// one value per point of history.
-const KEPT_QUANTILES: usize = 1001;
+/// Order statistics kept per look-back (and for the spread): quantiles to half a percent of
+/// rank, as the regression's band, without one value per point of history.
+const KEPT_QUANTILES: usize = 201;
 
 #[derive(Clone, Debug, Default)]
 pub struct SeasonalNaive;
@@ -44,10 +44,10 @@ impl Forecaster for SeasonalNaive {
 pub struct SeasonalNaiveModel {
     pub period: usize,
     step: i64,
-    /// `errors[k - 1]`: sorted errors of a forecast `k` periods back.
-    errors: Vec<Vec<f64>>,
+    /// `errors[k - 1]`: errors of a forecast `k` periods back.
+    errors: Vec<OrderStatistics>,
     /// Spread of the history around its median: the band when errors are too few.
-    spread: Vec<f64>,
+    spread: OrderStatistics,
     non_negative: bool,
     reason: String,
 }
@@ -76,14 +76,12 @@ impl SeasonalNaiveModel {
                 let e = (lag..values.len())
                     .map(|i| values[i] - values[i - lag])
                     .collect::<Vec<_>>();
-                thin_sorted(sorted_finite(e), KEPT_QUANTILES)
+                OrderStatistics::new(e, KEPT_QUANTILES)
             })
             .collect();
         let median = super::prep::median(&values).unwrap_or(0.0);
-        let spread = thin_sorted(
-            sorted_finite(values.iter().map(|v| v - median).collect()),
-            KEPT_QUANTILES,
-        );
+        let spread =
+            OrderStatistics::new(values.iter().map(|v| v - median).collect(), KEPT_QUANTILES);
         Ok(Self {
             period,
             step: history.step,
@@ -97,8 +95,8 @@ impl SeasonalNaiveModel {
     fn error_quantile(&self, cycle: usize, q: f64) -> f64 {
         let idx = cycle.min(self.errors.len()).saturating_sub(1);
         match self.errors.get(idx) {
-            Some(e) if e.len() >= MIN_RESIDUALS => quantile_sorted(e, q).unwrap_or(0.0),
-            _ => quantile_sorted(&self.spread, q).unwrap_or(0.0),
+            Some(e) if e.len() >= MIN_RESIDUALS => e.quantile(q).unwrap_or(0.0),
+            _ => self.spread.quantile(q).unwrap_or(0.0),
         }
     }
 }
@@ -181,6 +179,12 @@ impl FittedModel for SeasonalNaiveModel {
                 reason: self.reason.clone(),
             },
         })
+    }
+
+    /// The seasons a forecast copies, and `RECURRING_SEASONS` more to walk back past gaps.
+    fn recent_len(&self, horizon: usize) -> usize {
+        let p = self.period.max(1);
+        (horizon.div_ceil(p) + super::RECURRING_SEASONS) * p
     }
 }
 

@@ -117,6 +117,15 @@ pub trait DemandSource: Send + Sync {
 
     /// The query's value now, or `None` when it has no current value (absent or stale).
     fn latest<'a>(&'a self, query: &'a str) -> BoxFuture<'a, Result<Option<Sample>, SourceError>>;
+
+    /// The caller will not ask for the query's points before `before` again soon (it fetched a
+    /// whole history to refit a model, and predicts from the latest points until the next
+    /// refit): a source that caches history drops them. Others need not do anything.
+    fn forget_before(&self, _query: &str, _step: i64, _before: i64) {}
+
+    /// Only the queries `keep` accepts will be asked again (a policy was edited or deleted): a
+    /// source that caches history forgets the others.
+    fn retain_queries(&self, _keep: &dyn Fn(&str) -> bool) {}
 }
 
 /// Age in seconds of the last finite point of `series` at `now`, or `None` when it has none.

@@ -101,6 +101,17 @@ impl CachedHistory {
     fn end(&self) -> i64 {
         self.start + self.values.len() as i64 * self.step
     }
+
+    /// Drops the points before `before`, and the memory they held.
+    fn forget_before(&mut self, before: i64) {
+        if before <= self.start || self.step <= 0 {
+            return;
+        }
+        let drop = (((before - self.start) / self.step) as usize).min(self.values.len());
+        self.values.drain(..drop);
+        self.values.shrink_to_fit();
+        self.start += drop as i64 * self.step;
+    }
 }
 
 /// One series of a matrix result, with its labels and raw `(time, value)` points.
@@ -640,11 +651,6 @@ impl PrometheusSource {
         sample_from_body(query, &body)
     }
 
-    /// Forget the cached history of queries no longer asked for (a policy was edited or deleted).
-    pub fn retain_queries(&self, keep: &dyn Fn(&str) -> bool) {
-        self.lock_cache().retain(|(query, _), _| keep(query));
-    }
-
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i64), CachedHistory>> {
         // A panic while holding the lock leaves only a cache behind: keep using it.
         self.cache
@@ -686,6 +692,16 @@ impl DemandSource for PrometheusSource {
 
     fn latest<'a>(&'a self, query: &'a str) -> BoxFuture<'a, Result<Option<Sample>, SourceError>> {
         self.instant(query).boxed()
+    }
+
+    fn retain_queries(&self, keep: &dyn Fn(&str) -> bool) {
+        self.lock_cache().retain(|(query, _), _| keep(query));
+    }
+
+    fn forget_before(&self, query: &str, step: i64, before: i64) {
+        if let Some(cached) = self.lock_cache().get_mut(&(query.to_string(), step)) {
+            cached.forget_before(before);
+        }
     }
 }
 
@@ -885,6 +901,28 @@ mod tests {
             served <= 5 + REFETCH_POINTS as usize,
             "fetched {served} points"
         );
+
+        // After a refit the caller keeps only the last hour: the cache drops the rest, still
+        // serves that hour, and a whole history asked again is fetched again, not half-cached.
+        source.forget_before("demand", 60, end + 300 - 3_600);
+        let cached = source.lock_cache()[&("demand".to_string(), 60)]
+            .values
+            .len();
+        assert!((60..=61).contains(&cached), "{cached} points kept");
+        fake.points_served.store(0, Ordering::SeqCst);
+        let hour = source
+            .range("demand", end + 300 - 3_540, end + 300, 60)
+            .await
+            .unwrap();
+        assert_eq!(hour.values.len(), 60);
+        assert_eq!(*hour.values.last().unwrap(), 25_004.0);
+        assert!(fake.points_served.load(Ordering::SeqCst) <= REFETCH_POINTS as usize + 1);
+        let whole = source.range("demand", 300, end + 300, 60).await.unwrap();
+        assert_eq!(whole.values[0], 5.0);
+        assert_eq!(whole.values.len(), 25_000);
+        // The policy asking for it was deleted: its history is forgotten.
+        source.retain_queries(&|query| query != "demand");
+        assert!(source.lock_cache().is_empty());
 
         // Two 503s, then success: retried within the attempts.
         fake.fail_first.store(2, Ordering::SeqCst);
