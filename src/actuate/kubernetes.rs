@@ -627,15 +627,28 @@ mod tests {
             .expect("the client is alive")
     }
 
+    fn spawn_observe(
+        actuator: &Arc<KubeActuator>,
+        target: Target,
+    ) -> tokio::task::JoinHandle<Result<Observed, ActuateError>> {
+        let actuator = actuator.clone();
+        tokio::spawn(async move { actuator.observe(&target).await })
+    }
+
+    fn assert_path_contains(request: &Request<Body>, fragment: &str) {
+        let path = request.uri().path();
+        assert!(
+            path.contains(fragment),
+            "{path} does not contain {fragment}"
+        );
+    }
+
     #[tokio::test]
     async fn at_most_max_in_flight_workload_operations_reach_the_api_server() {
         let (client, mut handle) = mock();
         let actuator = Arc::new(KubeActuator::new(client, Duration::from_secs(60)));
         let tasks: Vec<_> = (0..MAX_IN_FLIGHT + 8)
-            .map(|_| {
-                let actuator = actuator.clone();
-                tokio::spawn(async move { actuator.observe(&target()).await })
-            })
+            .map(|_| spawn_observe(&actuator, target()))
             .collect();
         let mut pending = Vec::new();
         for _ in 0..MAX_IN_FLIGHT {
@@ -677,41 +690,20 @@ mod tests {
     async fn a_slow_hpa_list_in_one_namespace_does_not_hold_up_another() {
         let (client, mut handle) = mock();
         let actuator = Arc::new(KubeActuator::new(client, Duration::from_secs(60)));
-        let in_shop = {
-            let actuator = actuator.clone();
-            tokio::spawn(async move { actuator.observe(&target()).await })
-        };
+        let in_shop = spawn_observe(&actuator, target());
         let (_, send) = next(&mut handle).await;
         respond(send, deployment(2));
         let (request, shop_list) = next(&mut handle).await;
-        assert!(
-            request
-                .uri()
-                .path()
-                .contains("/namespaces/shop/horizontalpodautoscalers")
-        );
+        assert_path_contains(&request, "/namespaces/shop/horizontalpodautoscalers");
         // The shop list is still unanswered: a target in another namespace goes on.
         let mut elsewhere = target();
         elsewhere.namespace = "ledger".into();
-        let in_ledger = {
-            let actuator = actuator.clone();
-            tokio::spawn(async move { actuator.observe(&elsewhere).await })
-        };
+        let in_ledger = spawn_observe(&actuator, elsewhere);
         let (request, send) = next(&mut handle).await;
-        assert!(
-            request
-                .uri()
-                .path()
-                .contains("/namespaces/ledger/deployments/")
-        );
+        assert_path_contains(&request, "/namespaces/ledger/deployments/");
         respond(send, deployment(3));
         let (request, send) = next(&mut handle).await;
-        assert!(
-            request
-                .uri()
-                .path()
-                .contains("/namespaces/ledger/horizontalpodautoscalers")
-        );
+        assert_path_contains(&request, "/namespaces/ledger/horizontalpodautoscalers");
         respond(send, hpa_list(None));
         assert_eq!(in_ledger.await.unwrap().unwrap().replicas, 3);
         respond(shop_list, hpa_list(None));
