@@ -275,7 +275,7 @@ pub async fn reconcile(policy: Arc<ShiftPolicy>, ctx: Arc<Context>) -> Result<Ac
                 .with_label_values(&[&name, &namespace, direction])
                 .inc();
         }
-        log_cycle(&key, report);
+        log_cycle(&key, report, started.elapsed());
     }
     if let Some(message) = &invalid {
         tracing::warn!(policy = %key, %message, "invalid policy");
@@ -338,9 +338,23 @@ pub async fn reconcile(policy: Arc<ShiftPolicy>, ctx: Arc<Context>) -> Result<Ac
     ))
 }
 
-fn log_cycle(key: &str, report: &CycleReport) {
+fn log_cycle(key: &str, report: &CycleReport, took: Duration) {
     if !report.applied.is_empty() {
-        tracing::info!(policy = %key, dry_run = report.dry_run, summary = %report.summary(), "shift");
+        // How long the decision took and whose demand it could not read: a shift made on
+        // data read before an outage shows a start before it, one made blind names who.
+        let unreadable: Vec<&str> = report
+            .missing_metrics
+            .iter()
+            .map(|(workload, _)| workload.as_str())
+            .collect();
+        tracing::info!(
+            policy = %key,
+            dry_run = report.dry_run,
+            summary = %report.summary(),
+            took_ms = took.as_millis() as u64,
+            demand_unreadable = %unreadable.join(","),
+            "shift"
+        );
     }
     for (workload, why) in &report.missing_metrics {
         tracing::warn!(policy = %key, %workload, %why, "demand unreadable; holding");
