@@ -424,18 +424,29 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn writes(&self) -> Vec<Write> {
+    /// The log lines whose message is `message`: when each was logged (Unix seconds), and its
+    /// fields.
+    fn logged(&self, message: &str) -> Vec<(f64, Value)> {
         self.log_text()
             .lines()
             .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .filter(|v| v["fields"]["message"] == "scaled")
+            .filter(|v| v["fields"]["message"] == message)
             .filter_map(|v| {
                 let at = chrono::DateTime::parse_from_rfc3339(v["timestamp"].as_str()?).ok()?;
+                Some((at.timestamp_micros() as f64 / 1e6, v["fields"].clone()))
+            })
+            .collect()
+    }
+
+    fn writes(&self) -> Vec<Write> {
+        self.logged("scaled")
+            .into_iter()
+            .filter_map(|(at, fields)| {
                 Some(Write {
-                    at: at.timestamp_micros() as f64 / 1e6,
-                    target: v["fields"]["target"].as_str()?.to_string(),
-                    from: v["fields"]["from"].as_u64()?,
-                    to: v["fields"]["to"].as_u64()?,
+                    at,
+                    target: fields["target"].as_str()?.to_string(),
+                    from: fields["from"].as_u64()?,
+                    to: fields["to"].as_u64()?,
                 })
             })
             .collect()
@@ -443,14 +454,9 @@ impl Daemon {
 
     /// Every cycle that changed replicas, from its "shift" log line.
     fn shifts(&self) -> Vec<Shift> {
-        self.log_text()
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .filter(|v| v["fields"]["message"] == "shift")
-            .filter_map(|v| {
-                let at = chrono::DateTime::parse_from_rfc3339(v["timestamp"].as_str()?).ok()?;
-                let at = at.timestamp_micros() as f64 / 1e6;
-                let fields = &v["fields"];
+        self.logged("shift")
+            .into_iter()
+            .filter_map(|(at, fields)| {
                 Some(Shift {
                     started: at - fields["took_ms"].as_u64()? as f64 / 1e3,
                     at,
