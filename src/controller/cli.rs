@@ -226,6 +226,7 @@ async fn run_daemon(args: RunArgs) -> CliResult {
             }
         })
     });
+    tokio::spawn(super::trim::trim_freed_memory(super::trim::TRIM_PERIOD));
     tokio::spawn(async move {
         termination().await;
         tracing::info!("shutting down");

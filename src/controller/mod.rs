@@ -7,6 +7,7 @@ pub mod cli;
 pub mod cycle;
 pub mod leader;
 pub mod status;
+pub mod trim;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,0 +1,35 @@
+//! Hands memory the daemon freed back to the operating system.
+//!
+//! Each refit and each Prometheus answer allocates a working set and frees it. glibc keeps
+//! freed pages in its arenas for reuse, and with fits spread over time the arenas stay large:
+//! at 500 policies (bench-load) 111 MiB of the process's 140 MiB were anonymous memory, against
+//! about 51 MB live. `malloc_trim(0)` returns the free pages of every arena, not only the top of
+//! the heap. It walks the free lists, so it runs on a timer, not after every fit.
+
+use std::time::Duration;
+
+/// How often freed memory is handed back.
+pub const TRIM_PERIOD: Duration = Duration::from_secs(10);
+
+/// Hands freed memory back every `period`, forever.
+pub async fn trim_freed_memory(period: Duration) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        // A walk over the allocator's free lists: off the runtime's worker threads.
+        let _ = tokio::task::spawn_blocking(trim).await;
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim() {
+    // SAFETY: malloc_trim only returns free pages to the kernel; it takes the allocator's own
+    // locks and touches no memory that is in use.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim() {}
