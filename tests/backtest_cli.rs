@@ -107,10 +107,24 @@ fn m4_backtest_on_a_tiny_set() {
     );
     let v = json_of(&out.stdout);
     assert_eq!(v["series"], 3);
-    for key in ["smape", "mase", "owa", "coverage", "seconds"] {
-        assert!(v[key].is_number(), "{key} missing: {v}");
+    // The headline is the deployed configuration; pooled and seasonal naive sit beside it.
+    for part in ["tideshift", "pooled", "seasonal_naive"] {
+        for key in [
+            "smape",
+            "mase",
+            "owa",
+            "coverage",
+            "msis",
+            "seconds",
+            "cpu_seconds",
+        ] {
+            assert!(v[part][key].is_number(), "{part}.{key} missing: {v}");
+        }
     }
-    assert!(v["smape"].as_f64().unwrap() < 10.0, "{v}");
+    let methods = v["tideshift"]["methods"].as_object().expect("methods");
+    let counted: u64 = methods.values().map(|n| n.as_u64().unwrap_or(0)).sum();
+    assert_eq!(counted, 3, "every series is counted under one method: {v}");
+    assert!(v["tideshift"]["smape"].as_f64().unwrap() < 10.0, "{v}");
 }
 
 #[test]

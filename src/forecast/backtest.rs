@@ -1,6 +1,7 @@
 //! `tideshift backtest`: forecast accuracy of THE forecaster (`default_forecaster`) on the M4
 //! Hourly set or on any `timestamp,value` trace, next to seasonal naive.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -27,9 +28,10 @@ pub struct BacktestArgs {
     /// Directory with the M4 `Hourly-train.csv` and `Hourly-test.csv`.
     #[arg(long, value_name = "DIR")]
     pub m4: Option<PathBuf>,
-    /// A CSV `timestamp,value` trace (ISO-8601 or epoch seconds).
-    #[arg(long, value_name = "FILE")]
-    pub trace: Option<PathBuf>,
+    /// A CSV `timestamp,value` trace (ISO-8601 or epoch seconds); repeat it, or name a
+    /// directory, to score several series and their means.
+    #[arg(long, value_name = "FILE|DIR")]
+    pub trace: Vec<PathBuf>,
     /// Seasonal period in steps (trace): seasonal naive's period and MASE's scale.
     #[arg(long, requires = "trace")]
     pub season: Option<usize>,
@@ -39,6 +41,11 @@ pub struct BacktestArgs {
     /// Number of last non-overlapping windows to forecast (trace).
     #[arg(long, requires = "trace", default_value_t = 10)]
     pub folds: usize,
+    /// Score the windows just before the test windows instead of the test windows: M4, the
+    /// last 48 hours of each training series; a trace, the `--folds` windows before the last
+    /// `--folds`. Defaults are chosen here, never on the test windows.
+    #[arg(long)]
+    pub validation: bool,
     /// Band quantile (the planner's): coverage counts points inside [1-q, q].
     #[arg(long, default_value_t = 0.95)]
     pub quantile: f64,
@@ -54,21 +61,30 @@ pub struct BacktestArgs {
     /// Ablation: ridge penalties of the regression (comma separated).
     #[arg(long, hide = true, value_delimiter = ',')]
     pub alphas: Option<Vec<f64>>,
-    /// Ablation: held-out origins per series for the band and the blend.
-    #[arg(long, hide = true)]
-    pub band_origins: Option<usize>,
     /// Ablation: no blend with seasonal naive.
     #[arg(long, hide = true)]
     pub no_blend: bool,
-    /// Ablation: steps either side a blend weight is fitted on.
+    /// Ablation: never fall back to a simple method that did better on held-out origins.
     #[arg(long, hide = true)]
-    pub blend_window: Option<usize>,
+    pub no_selection: bool,
+    /// Ablation: cross-validation blocks.
+    #[arg(long, hide = true)]
+    pub cv_blocks: Option<usize>,
+    /// Ablation: share of the most recent held-out origins for the choice and the band.
+    #[arg(long, hide = true)]
+    pub recent_share: Option<f64>,
+    /// Ablation: hold blocks out with models fitted on earlier blocks only.
+    #[arg(long, hide = true)]
+    pub forward: bool,
+    /// Ablation: the last value is not a member of the blend.
+    #[arg(long, hide = true)]
+    pub no_blend_last: bool,
+    /// Ablation: choose the method by absolute errors only.
+    #[arg(long, hide = true)]
+    pub select_absolute: bool,
     /// Ablation: widening of the held-out errors for the band.
     #[arg(long, hide = true)]
     pub band_scale: Option<f64>,
-    /// Ablation: raw lags of extra ensemble members (comma separated; 0 for none).
-    #[arg(long, hide = true, value_delimiter = ',')]
-    pub ensemble_raw_lags: Option<Vec<usize>>,
 }
 
 impl BacktestArgs {
@@ -77,16 +93,6 @@ impl BacktestArgs {
         if self.seasonal_naive {
             return Box::new(super::SeasonalNaive);
         }
-        if self.raw_lags.is_none()
-            && self.alphas.is_none()
-            && self.band_origins.is_none()
-            && !self.no_blend
-            && self.blend_window.is_none()
-            && self.band_scale.is_none()
-            && self.ensemble_raw_lags.is_none()
-        {
-            return default_forecaster();
-        }
         let mut config = RegressionConfig::default();
         if let Some(v) = self.raw_lags {
             config.raw_lags = v;
@@ -94,18 +100,29 @@ impl BacktestArgs {
         if let Some(v) = &self.alphas {
             config.alphas = v.clone();
         }
-        if let Some(v) = self.band_origins {
-            config.band_origins = v;
+        if self.no_blend {
+            config.blend = false;
         }
-        config.blend = !self.no_blend;
-        if let Some(v) = self.blend_window {
-            config.blend_window = v;
+        if self.no_selection {
+            config.select = false;
+        }
+        if let Some(v) = self.cv_blocks {
+            config.cv_blocks = v;
+        }
+        if self.select_absolute {
+            config.select_relative_too = false;
+        }
+        if self.no_blend_last {
+            config.blend_last = false;
         }
         if let Some(v) = self.band_scale {
             config.band_scale = v;
         }
-        if let Some(v) = &self.ensemble_raw_lags {
-            config.ensemble_raw_lags = v.iter().copied().filter(|&l| l > 0).collect();
+        if self.forward {
+            config.forward = true;
+        }
+        if let Some(v) = self.recent_share {
+            config.recent_share = v;
         }
         Box::new(RegressionForecaster::new(config))
     }
@@ -128,6 +145,16 @@ pub enum BacktestError {
     Invalid(String),
 }
 
+/// Which windows are scored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Window {
+    /// The test windows (M4's test set; a trace's last `folds` windows).
+    Test,
+    /// The windows just before them, where defaults are chosen.
+    Validation,
+}
+
 pub fn run(args: BacktestArgs) -> CliResult {
     if !(args.quantile > 0.5 && args.quantile < 1.0) {
         return Err(BacktestError::Invalid(format!(
@@ -136,70 +163,177 @@ pub fn run(args: BacktestArgs) -> CliResult {
         ))
         .into());
     }
+    let window = if args.validation {
+        Window::Validation
+    } else {
+        Window::Test
+    };
     if let Some(dir) = &args.m4 {
-        let report = m4_backtest_with(args.forecaster().as_ref(), dir, args.quantile)?;
+        let report = m4_backtest_with(args.forecaster().as_ref(), dir, args.quantile, window)?;
         if args.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {
-            println!("M4 Hourly, {} series, horizon {M4_HORIZON}", report.series);
-            println!("{:<16}{:>10}{:>10}{:>10}", "", "sMAPE", "MASE", "OWA");
-            println!(
-                "{:<16}{:>10.3}{:>10.3}{:>10.3}",
-                "tideshift", report.smape, report.mase, report.owa
-            );
-            println!(
-                "{:<16}{:>10.3}{:>10.3}{:>10.3}",
-                "Naive2 (publ.)", NAIVE2_SMAPE, NAIVE2_MASE, 1.0
-            );
-            println!(
-                "band coverage {:.1}% (nominal {:.0}%), fit + predict {:.2} s",
-                100.0 * report.coverage,
-                100.0 * (2.0 * args.quantile - 1.0),
-                report.seconds
-            );
+            print_m4(&report);
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let Some(trace) = &args.trace else {
-        return Err(BacktestError::Invalid("give --m4 DIR or --trace FILE".to_string()).into());
-    };
     let season = args
         .season
         .ok_or_else(|| BacktestError::Invalid("--trace needs --season S".to_string()))?;
     let horizon = args
         .horizon
         .ok_or_else(|| BacktestError::Invalid("--trace needs --horizon H".to_string()))?;
-    let series = read_trace(trace)?;
-    let report = trace_backtest_with(
-        args.forecaster().as_ref(),
-        &series,
+    let files = trace_files(&args.trace)?;
+    let mut series = Vec::with_capacity(files.len());
+    for path in &files {
+        series.push((path.display().to_string(), read_trace(path)?));
+    }
+    let settings = TraceSettings {
         season,
         horizon,
-        args.folds,
-        args.quantile,
-    )?;
+        folds: args.folds,
+        quantile: args.quantile,
+        window,
+    };
+    let report = traces_backtest_with(args.forecaster().as_ref(), &series, &settings)?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!(
-            "{}: {} folds of {horizon} steps, season {season}",
-            trace.display(),
-            args.folds
-        );
-        println!("{:<16}{:>10}{:>10}{:>10}", "", "sMAPE", "MASE", "coverage");
-        println!(
-            "{:<16}{:>10.3}{:>10.3}{:>9.1}%",
-            "tideshift",
-            report.tideshift.smape,
-            report.tideshift.mase,
-            100.0 * report.tideshift.coverage
-        );
-        println!(
-            "{:<16}{:>10.3}{:>10.3}{:>10}",
-            "seasonal naive", report.seasonal_naive.smape, report.seasonal_naive.mase, "-"
-        );
+        print_traces(&report);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The files `--trace` names: each file as given, each directory's `*.csv` in name order.
+fn trace_files(given: &[PathBuf]) -> Result<Vec<PathBuf>, BacktestError> {
+    let mut files = Vec::new();
+    for path in given {
+        if path.is_dir() {
+            let entries = std::fs::read_dir(path).map_err(|source| BacktestError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let mut csv: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+                .collect();
+            csv.sort();
+            if csv.is_empty() {
+                return Err(BacktestError::Invalid(format!(
+                    "{}: no *.csv trace in the directory",
+                    path.display()
+                )));
+            }
+            files.extend(csv);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn print_m4(report: &M4Report) {
+    println!(
+        "M4 Hourly, {} series, horizon {M4_HORIZON}, {} windows",
+        report.series,
+        match report.window {
+            Window::Test => "test",
+            Window::Validation => "validation (last 48 h of training)",
+        }
+    );
+    println!(
+        "{:<34}{:>9}{:>9}{:>9}{:>10}{:>9}",
+        "", "sMAPE", "MASE", "OWA", "coverage", "CPU s"
+    );
+    for (name, s) in [
+        ("tideshift (as deployed, per series)", &report.tideshift),
+        ("variant: one model pooled", &report.pooled),
+    ] {
+        println!(
+            "{:<34}{:>9.3}{:>9.3}{:>9.3}{:>9.1}%{:>9.2}",
+            name,
+            s.smape,
+            s.mase,
+            s.owa,
+            100.0 * s.coverage,
+            s.cpu_seconds
+        );
+    }
+    let sn = &report.seasonal_naive;
+    println!(
+        "{:<34}{:>9.3}{:>9.3}{:>9.3}",
+        "seasonal naive", sn.smape, sn.mase, sn.owa
+    );
+    println!(
+        "{:<34}{:>9.3}{:>9.3}{:>9.3}",
+        "Naive2 (published, test)", NAIVE2_SMAPE, NAIVE2_MASE, 1.0
+    );
+    println!(
+        "band nominal {:.0}%; methods used: {}",
+        100.0 * (2.0 * report.quantile - 1.0),
+        methods_text(&report.tideshift.methods)
+    );
+}
+
+fn methods_text(methods: &BTreeMap<String, usize>) -> String {
+    methods
+        .iter()
+        .map(|(m, n)| format!("{m} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn print_traces(report: &TracesReport) {
+    println!(
+        "{} series, {} {} windows of {} steps each, season {}",
+        report.series.len(),
+        report.folds,
+        match report.window {
+            Window::Test => "test",
+            Window::Validation => "validation",
+        },
+        report.horizon,
+        report.season
+    );
+    if report.series.len() > 1 {
+        println!(
+            "{:<44}{:>9}{:>9}{:>10}{:>9}{:>9}",
+            "series", "sMAPE", "MASE", "coverage", "sn sMAPE", "sn MASE"
+        );
+        for s in &report.series {
+            let name = std::path::Path::new(&s.name)
+                .file_name()
+                .map_or(s.name.clone(), |n| n.to_string_lossy().into_owned());
+            println!(
+                "{:<44}{:>9.3}{:>9.3}{:>9.1}%{:>9.3}{:>9.3}",
+                name,
+                s.tideshift.smape,
+                s.tideshift.mase,
+                100.0 * s.tideshift.coverage,
+                s.seasonal_naive.smape,
+                s.seasonal_naive.mase
+            );
+        }
+        println!("means:");
+    }
+    println!("{:<16}{:>10}{:>10}{:>10}", "", "sMAPE", "MASE", "coverage");
+    println!(
+        "{:<16}{:>10.3}{:>10.3}{:>9.1}%",
+        "tideshift",
+        report.tideshift.smape,
+        report.tideshift.mase,
+        100.0 * report.tideshift.coverage
+    );
+    println!(
+        "{:<16}{:>10.3}{:>10.3}{:>10}",
+        "seasonal naive", report.seasonal_naive.smape, report.seasonal_naive.mase, "-"
+    );
+    println!(
+        "band nominal {:.0}%; methods used: {}; fit + predict {:.2} s",
+        100.0 * (2.0 * report.quantile - 1.0),
+        methods_text(&report.methods),
+        report.seconds
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -270,6 +404,28 @@ fn band_hits(actual: &[f64], forecast: &Forecast) -> (usize, usize) {
     (inside, total)
 }
 
+/// MSIS, M4's interval score: the band's width plus, for every value outside it, 2/alpha times
+/// how far outside, scaled like MASE; alpha = 2 (1 - q) for the band [1-q, q]. Lower is better:
+/// a band is rewarded for being narrow and punished for every miss, so neither a too wide nor a
+/// too narrow band scores well.
+pub fn msis(actual: &[f64], forecast: &Forecast, scale: f64) -> f64 {
+    let alpha = 2.0 * (1.0 - forecast.quantile);
+    let mut sum = 0.0;
+    let mut n = 0usize;
+    for ((&a, &lo), &hi) in actual.iter().zip(&forecast.lower).zip(&forecast.upper) {
+        if !a.is_finite() {
+            continue;
+        }
+        sum += (hi - lo) + 2.0 / alpha * ((lo - a).max(0.0) + (a - hi).max(0.0));
+        n += 1;
+    }
+    if n == 0 || scale.is_nan() || scale <= 0.0 || alpha <= 0.0 {
+        f64::NAN
+    } else {
+        sum / n as f64 / scale
+    }
+}
+
 fn mean(values: &[f64]) -> f64 {
     let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
     if finite.is_empty() {
@@ -282,21 +438,37 @@ fn mean(values: &[f64]) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // M4 Hourly.
 
-#[derive(Debug, Serialize)]
-pub struct M4Report {
-    pub series: usize,
+/// Accuracy of one way of forecasting the M4 set.
+#[derive(Debug, Default, Serialize)]
+pub struct M4Scores {
     pub smape: f64,
     pub mase: f64,
     pub owa: f64,
-    /// Share of test points inside the band [1-q, q].
+    /// Share of scored points inside the band [1-q, q] (nominal 2q - 1).
     pub coverage: f64,
+    /// Share of scored points at or below the upper band (nominal q).
+    pub upper_coverage: f64,
+    /// Mean MSIS of the band (M4's interval score; lower is better).
+    pub msis: f64,
     /// Wall time of fit + predict for all series.
     pub seconds: f64,
-    /// Share of test points at or below the upper band (nominal q).
-    pub upper_coverage: f64,
+    /// CPU time of fit + predict for all series (one thread): what the wall time is on an idle
+    /// core.
+    pub cpu_seconds: f64,
+    /// How many series each method forecast (`regression`, `seasonal-naive`, ...).
+    pub methods: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct M4Report {
+    pub series: usize,
+    pub window: Window,
     pub quantile: f64,
-    /// Series the regression did not handle (fell back to seasonal naive).
-    pub fallbacks: usize,
+    /// THE forecaster as the daemon and `simulate` run it: one fit per series.
+    pub tideshift: M4Scores,
+    /// A labelled variant the daemon does not run: one model pooled over every series.
+    pub pooled: M4Scores,
+    pub seasonal_naive: M4Scores,
 }
 
 /// One M4 file: series id and values (trailing empty cells dropped).
@@ -380,113 +552,211 @@ pub fn load_m4(dir: &Path) -> Result<M4Data, BacktestError> {
     Ok(data)
 }
 
-/// Fits THE forecaster on all training series at once (it may pool them) and forecasts each.
-pub fn m4_forecasts(data: &M4Data, quantile: f64) -> Result<Vec<Forecast>, BacktestError> {
-    m4_forecasts_with(default_forecaster().as_ref(), data, quantile)
+/// CPU time of the calling thread, in seconds.
+fn thread_cpu_seconds() -> f64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec; the call only writes it.
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    if status != 0 {
+        return f64::NAN;
+    }
+    now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9
 }
 
-pub fn m4_forecasts_with(
-    forecaster: &dyn Forecaster,
-    data: &M4Data,
-    quantile: f64,
-) -> Result<Vec<Forecast>, BacktestError> {
-    let spec = ForecastSpec {
+/// The horizon, seasons and band of every M4 forecast.
+fn m4_spec() -> ForecastSpec {
+    ForecastSpec {
         seasons: vec![M4_PERIOD, 7 * M4_PERIOD],
         events: vec![],
         horizon: M4_HORIZON,
-    };
-    let models = forecaster.fit_many(&data.train, &spec);
-    let mut forecasts = Vec::with_capacity(models.len());
-    for (i, model) in models.into_iter().enumerate() {
-        let id = &data.ids[i];
-        let model = model.map_err(|e| BacktestError::Invalid(format!("series {id}: {e}")))?;
-        let f = model
-            .predict(&data.train[i], M4_HORIZON, quantile)
-            .map_err(|e| BacktestError::Invalid(format!("series {id}: {e}")))?;
-        forecasts.push(f);
     }
-    Ok(forecasts)
 }
 
-pub fn m4_backtest(dir: &Path, quantile: f64) -> Result<M4Report, BacktestError> {
-    m4_backtest_with(default_forecaster().as_ref(), dir, quantile)
+/// THE forecaster as deployed: each series fitted on its own, as the daemon fits each online
+/// workload.
+pub fn m4_forecasts(
+    forecaster: &dyn Forecaster,
+    histories: &[Series],
+    ids: &[String],
+    quantile: f64,
+) -> Result<Vec<Forecast>, BacktestError> {
+    let spec = m4_spec();
+    histories
+        .iter()
+        .zip(ids)
+        .map(|(history, id)| {
+            forecaster
+                .fit(history, &spec)
+                .and_then(|model| model.predict(history, M4_HORIZON, quantile))
+                .map_err(|e| BacktestError::Invalid(format!("series {id}: {e}")))
+        })
+        .collect()
+}
+
+/// The pooled variant: one `fit_many` over every series.
+pub fn m4_pooled_forecasts(
+    forecaster: &dyn Forecaster,
+    histories: &[Series],
+    ids: &[String],
+    quantile: f64,
+) -> Result<Vec<Forecast>, BacktestError> {
+    let models = forecaster.fit_many(histories, &m4_spec());
+    models
+        .into_iter()
+        .zip(histories.iter().zip(ids))
+        .map(|(model, (history, id))| {
+            model
+                .and_then(|model| model.predict(history, M4_HORIZON, quantile))
+                .map_err(|e| BacktestError::Invalid(format!("series {id}: {e}")))
+        })
+        .collect()
+}
+
+/// Histories and the values that score them: the test set, or the last 48 hours of each
+/// training series (validation).
+fn m4_windows(data: &M4Data, window: Window) -> (Vec<Series>, Vec<Vec<f64>>) {
+    match window {
+        Window::Test => (data.train.clone(), data.test.clone()),
+        Window::Validation => data
+            .train
+            .iter()
+            .map(|s| {
+                let cut = s.values.len().saturating_sub(M4_HORIZON);
+                (
+                    Series::new(s.start, s.step, s.values[..cut].to_vec()),
+                    s.values[cut..].to_vec(),
+                )
+            })
+            .unzip(),
+    }
+}
+
+fn score_m4(
+    histories: &[Series],
+    actuals: &[Vec<f64>],
+    forecasts: &[Forecast],
+    (seconds, cpu_seconds): (f64, f64),
+) -> M4Scores {
+    let mut smapes = Vec::with_capacity(forecasts.len());
+    let mut mases = Vec::with_capacity(forecasts.len());
+    let mut msises = Vec::with_capacity(forecasts.len());
+    let (mut inside, mut below, mut total) = (0, 0, 0);
+    let mut methods = BTreeMap::new();
+    for ((history, actual), f) in histories.iter().zip(actuals).zip(forecasts) {
+        let scale = seasonal_naive_scale(&history.values, M4_PERIOD);
+        smapes.push(smape(actual, &f.point));
+        mases.push(mase(actual, &f.point, scale));
+        msises.push(msis(actual, f, scale));
+        let (hit, n) = band_hits(actual, f);
+        inside += hit;
+        total += n;
+        below += actual.iter().zip(&f.upper).filter(|(a, u)| a <= u).count();
+        *methods.entry(f.method.name().to_string()).or_insert(0) += 1;
+    }
+    let (smape, mase) = (mean(&smapes), mean(&mases));
+    M4Scores {
+        smape,
+        mase,
+        owa: 0.5 * (smape / NAIVE2_SMAPE + mase / NAIVE2_MASE),
+        coverage: inside as f64 / total.max(1) as f64,
+        upper_coverage: below as f64 / total.max(1) as f64,
+        msis: mean(&msises),
+        seconds,
+        cpu_seconds,
+        methods,
+    }
+}
+
+pub fn m4_backtest(dir: &Path, quantile: f64, window: Window) -> Result<M4Report, BacktestError> {
+    m4_backtest_with(default_forecaster().as_ref(), dir, quantile, window)
 }
 
 pub fn m4_backtest_with(
     forecaster: &dyn Forecaster,
     dir: &Path,
     quantile: f64,
+    window: Window,
 ) -> Result<M4Report, BacktestError> {
     let data = load_m4(dir)?;
-    let started = Instant::now();
-    let forecasts = m4_forecasts_with(forecaster, &data, quantile)?;
-    let seconds = started.elapsed().as_secs_f64();
-    let mut smapes = Vec::with_capacity(data.ids.len());
-    let mut mases = Vec::with_capacity(data.ids.len());
-    let (mut inside, mut below, mut total, mut fallbacks) = (0, 0, 0, 0);
-    for (i, f) in forecasts.iter().enumerate() {
-        let actual = &data.test[i];
-        smapes.push(smape(actual, &f.point));
-        mases.push(mase(
-            actual,
-            &f.point,
-            seasonal_naive_scale(&data.train[i].values, M4_PERIOD),
-        ));
-        tracing::debug!(
-            series = %data.ids[i],
-            smape = smapes[i],
-            mase = mases[i],
-            "M4 series scored"
-        );
-        let (hit, n) = band_hits(actual, f);
-        inside += hit;
-        total += n;
-        below += actual.iter().zip(&f.upper).filter(|(a, u)| a <= u).count();
-        if f.method != super::ForecastMethod::Regression {
-            fallbacks += 1;
-        }
-    }
-    let smape = mean(&smapes);
-    let mase = mean(&mases);
+    let (histories, actuals) = m4_windows(&data, window);
+    let timed = |run: &dyn Fn() -> Result<Vec<Forecast>, BacktestError>| {
+        let (started, cpu) = (Instant::now(), thread_cpu_seconds());
+        run().map(|f| {
+            let times = (started.elapsed().as_secs_f64(), thread_cpu_seconds() - cpu);
+            (f, times)
+        })
+    };
+    let (deployed, deployed_s) =
+        timed(&|| m4_forecasts(forecaster, &histories, &data.ids, quantile))?;
+    let (pooled, pooled_s) =
+        timed(&|| m4_pooled_forecasts(forecaster, &histories, &data.ids, quantile))?;
+    let (naive, naive_s) =
+        timed(&|| m4_forecasts(&super::SeasonalNaive, &histories, &data.ids, quantile))?;
     Ok(M4Report {
         series: data.ids.len(),
-        smape,
-        mase,
-        owa: 0.5 * (smape / NAIVE2_SMAPE + mase / NAIVE2_MASE),
-        coverage: inside as f64 / total.max(1) as f64,
-        seconds,
-        upper_coverage: below as f64 / total.max(1) as f64,
+        window,
         quantile,
-        fallbacks,
+        tideshift: score_m4(&histories, &actuals, &deployed, deployed_s),
+        pooled: score_m4(&histories, &actuals, &pooled, pooled_s),
+        seasonal_naive: score_m4(&histories, &actuals, &naive, naive_s),
     })
 }
 
 // ---------------------------------------------------------------------------------------------
 // A CSV trace.
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct Scores {
     pub smape: f64,
     pub mase: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct BandScores {
     pub smape: f64,
     pub mase: f64,
     pub coverage: f64,
+    /// Mean MSIS of the band (M4's interval score; lower is better).
+    pub msis: f64,
 }
 
+/// One trace's scores, means over its windows.
 #[derive(Debug, Serialize)]
-pub struct TraceReport {
+pub struct SeriesReport {
+    pub name: String,
     pub tideshift: BandScores,
     pub seasonal_naive: Scores,
+    /// How many windows each method forecast.
+    pub methods: BTreeMap<String, usize>,
+}
+
+/// Several traces: per series, and the means over series (coverage over all scored points).
+#[derive(Debug, Serialize)]
+pub struct TracesReport {
+    pub tideshift: BandScores,
+    pub seasonal_naive: Scores,
+    pub series: Vec<SeriesReport>,
+    pub methods: BTreeMap<String, usize>,
+    pub window: Window,
     pub folds: usize,
     pub season: usize,
     pub horizon: usize,
     pub quantile: f64,
-    /// Wall time of tideshift's fits and predictions over all folds.
+    /// Wall time of tideshift's fits and predictions over all windows of all series.
     pub seconds: f64,
+}
+
+/// How a trace is cut into windows and scored.
+#[derive(Clone, Debug)]
+pub struct TraceSettings {
+    pub season: usize,
+    pub horizon: usize,
+    pub folds: usize,
+    pub quantile: f64,
+    pub window: Window,
 }
 
 /// Parses a timestamp: epoch seconds, RFC 3339, or `YYYY-MM-DD[ T]HH:MM[:SS]` taken as UTC.
@@ -627,51 +897,105 @@ pub fn trace_seasons(season: usize, history_len: usize) -> Vec<usize> {
     seasons
 }
 
-pub fn trace_backtest(
-    series: &Series,
-    season: usize,
-    horizon: usize,
-    folds: usize,
-    quantile: f64,
-) -> Result<TraceReport, BacktestError> {
-    trace_backtest_with(
-        default_forecaster().as_ref(),
+/// Every window of every trace, forecast from all data before it.
+pub fn traces_backtest_with(
+    forecaster: &dyn Forecaster,
+    traces: &[(String, Series)],
+    settings: &TraceSettings,
+) -> Result<TracesReport, BacktestError> {
+    let mut series = Vec::with_capacity(traces.len());
+    let (mut inside, mut total, mut seconds) = (0, 0, 0.0);
+    let mut methods = BTreeMap::new();
+    for (name, trace) in traces {
+        let scored = trace_backtest_with(forecaster, trace, settings)
+            .map_err(|e| BacktestError::Invalid(format!("{name}: {e}")))?;
+        inside += scored.inside;
+        total += scored.total;
+        seconds += scored.seconds;
+        for (m, n) in &scored.report.methods {
+            *methods.entry(m.clone()).or_insert(0) += n;
+        }
+        series.push(SeriesReport {
+            name: name.clone(),
+            ..scored.report
+        });
+    }
+    let mean_of =
+        |pick: fn(&SeriesReport) -> f64| mean(&series.iter().map(pick).collect::<Vec<_>>());
+    Ok(TracesReport {
+        tideshift: BandScores {
+            smape: mean_of(|s| s.tideshift.smape),
+            mase: mean_of(|s| s.tideshift.mase),
+            coverage: inside as f64 / total.max(1) as f64,
+            msis: mean_of(|s| s.tideshift.msis),
+        },
+        seasonal_naive: Scores {
+            smape: mean_of(|s| s.seasonal_naive.smape),
+            mase: mean_of(|s| s.seasonal_naive.mase),
+        },
         series,
-        season,
-        horizon,
-        folds,
-        quantile,
-    )
+        methods,
+        window: settings.window,
+        folds: settings.folds,
+        season: settings.season,
+        horizon: settings.horizon,
+        quantile: settings.quantile,
+        seconds,
+    })
+}
+
+/// One trace's windows: the report, band hits over all its points, and the time taken.
+pub struct TraceScored {
+    pub report: SeriesReport,
+    pub inside: usize,
+    pub total: usize,
+    pub seconds: f64,
 }
 
 pub fn trace_backtest_with(
     forecaster: &dyn Forecaster,
     series: &Series,
-    season: usize,
-    horizon: usize,
-    folds: usize,
-    quantile: f64,
-) -> Result<TraceReport, BacktestError> {
+    settings: &TraceSettings,
+) -> Result<TraceScored, BacktestError> {
+    let TraceSettings {
+        season,
+        horizon,
+        folds,
+        quantile,
+        window,
+    } = *settings;
     if season == 0 || horizon == 0 || folds == 0 {
         return Err(BacktestError::Invalid(
             "--season, --horizon and --folds must be positive".to_string(),
         ));
     }
+    // Validation scores the `folds` windows before the test windows.
+    let skipped = match window {
+        Window::Test => 0,
+        Window::Validation => folds,
+    };
     let n = series.values.len();
-    if n < folds * horizon + 2 * season {
+    let needed = (folds + skipped) * horizon + 2 * season;
+    if n < needed {
         return Err(BacktestError::Invalid(format!(
-            "{n} points; {folds} folds of {horizon} need at least {} (two seasons of history before the first)",
-            folds * horizon + 2 * season
+            "{n} points; {folds} {} windows of {horizon} need at least {needed} (two seasons of \
+             history before the first)",
+            match window {
+                Window::Test => "test",
+                Window::Validation => "validation windows before as many test",
+            }
         )));
     }
     let mut ts_smape = Vec::with_capacity(folds);
     let mut ts_mase = Vec::with_capacity(folds);
+    let mut ts_msis = Vec::with_capacity(folds);
     let mut sn_smape = Vec::with_capacity(folds);
     let mut sn_mase = Vec::with_capacity(folds);
     let (mut inside, mut total) = (0, 0);
     let mut seconds = 0.0;
+    let mut methods = BTreeMap::new();
     for fold in 0..folds {
-        let start = n - (folds - fold) * horizon;
+        let start = n - (folds + skipped - fold) * horizon;
         let history = Series::new(series.start, series.step, series.values[..start].to_vec());
         let actual = &series.values[start..start + horizon];
         let spec = ForecastSpec {
@@ -685,30 +1009,37 @@ pub fn trace_backtest_with(
             .and_then(|m| m.predict(&history, horizon, quantile))
             .map_err(|e| BacktestError::Invalid(format!("fold {fold}: {e}")))?;
         seconds += began.elapsed().as_secs_f64();
+        *methods
+            .entry(forecast.method.name().to_string())
+            .or_insert(0) += 1;
         let naive = seasonal_naive_repeat(&history.values, season, horizon);
         let scale = seasonal_naive_scale(&history.values, season);
         ts_smape.push(smape(actual, &forecast.point));
         ts_mase.push(mase(actual, &forecast.point, scale));
+        ts_msis.push(msis(actual, &forecast, scale));
         sn_smape.push(smape(actual, &naive));
         sn_mase.push(mase(actual, &naive, scale));
         let (hit, count) = band_hits(actual, &forecast);
         inside += hit;
         total += count;
     }
-    Ok(TraceReport {
-        tideshift: BandScores {
-            smape: mean(&ts_smape),
-            mase: mean(&ts_mase),
-            coverage: inside as f64 / total.max(1) as f64,
+    Ok(TraceScored {
+        report: SeriesReport {
+            name: String::new(),
+            tideshift: BandScores {
+                smape: mean(&ts_smape),
+                mase: mean(&ts_mase),
+                coverage: inside as f64 / total.max(1) as f64,
+                msis: mean(&ts_msis),
+            },
+            seasonal_naive: Scores {
+                smape: mean(&sn_smape),
+                mase: mean(&sn_mase),
+            },
+            methods,
         },
-        seasonal_naive: Scores {
-            smape: mean(&sn_smape),
-            mase: mean(&sn_mase),
-        },
-        folds,
-        season,
-        horizon,
-        quantile,
+        inside,
+        total,
         seconds,
     })
 }

@@ -101,13 +101,48 @@ impl Forecast {
     }
 }
 
+/// How a forecast was made. Every method but `Fallback` was checked against the others on
+/// held-out origins of the workload's own history; a `Fallback` was not, and the planner does
+/// not plan ahead on it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ForecastMethod {
+    /// The regression, blended per horizon step with seasonal naive: it did best on held-out
+    /// origins.
     Regression,
-    /// Too little or too broken history for the regression; says why.
-    SeasonalNaive {
-        reason: String,
-    },
+    /// Seasonal naive (tomorrow is like today): it did better than the regression on held-out
+    /// origins, or was configured; says which.
+    SeasonalNaive { reason: String },
+    /// The last value carried forward: it did better than the others on held-out origins.
+    Naive { reason: String },
+    /// Too little or too broken history to fit and check a model: seasonal naive, unchecked.
+    Fallback { reason: String },
+}
+
+impl ForecastMethod {
+    /// The `method` label of metrics and the word in status and JSON.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ForecastMethod::Regression => "regression",
+            ForecastMethod::SeasonalNaive { .. } => "seasonal-naive",
+            ForecastMethod::Naive { .. } => "naive",
+            ForecastMethod::Fallback { .. } => "fallback",
+        }
+    }
+
+    /// Why this method, for status and Events; empty for the regression.
+    pub fn reason(&self) -> &str {
+        match self {
+            ForecastMethod::Regression => "",
+            ForecastMethod::SeasonalNaive { reason }
+            | ForecastMethod::Naive { reason }
+            | ForecastMethod::Fallback { reason } => reason,
+        }
+    }
+
+    /// Checked against the other methods on held-out origins (not a fallback).
+    pub fn is_checked(&self) -> bool {
+        !matches!(self, ForecastMethod::Fallback { .. })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,12 +193,14 @@ pub trait FittedModel: Send + Sync {
     /// does not grow with `forecast.history`.
     fn recent_len(&self, horizon: usize) -> usize;
 }
+pub mod accuracy;
 pub mod backtest;
 pub mod prep;
 pub mod regression;
 pub mod seasonal_naive;
 
-pub use regression::{RegressionConfig, RegressionForecaster};
+pub use accuracy::{ForecastRecord, RecentAccuracy};
+pub use regression::{CEILING, RegressionConfig, RegressionForecaster};
 pub use seasonal_naive::{SeasonalNaive, SeasonalNaiveModel};
 
 /// THE forecaster used by the daemon, `tideshift simulate` and `tideshift backtest`.

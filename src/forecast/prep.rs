@@ -27,7 +27,7 @@ pub fn quantile_sorted(sorted: &[f64], q: f64) -> Option<f64> {
 /// Sorts finite values in place and drops the others.
 pub fn sorted_finite(mut values: Vec<f64>) -> Vec<f64> {
     values.retain(|v| v.is_finite());
-    values.sort_by(f64::total_cmp);
+    values.sort_unstable_by(f64::total_cmp);
     values
 }
 

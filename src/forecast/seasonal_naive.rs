@@ -6,7 +6,7 @@
 
 use super::prep::{OrderStatistics, check_quantile, clean_value};
 use super::{
-    FittedModel, Forecast, ForecastError, ForecastMethod, ForecastSpec, Forecaster, Series,
+    CEILING, FittedModel, Forecast, ForecastError, ForecastMethod, ForecastSpec, Forecaster, Series,
 };
 
 /// Fewer errors than this make an empirical quantile meaningless; a spread of the history is
@@ -33,7 +33,9 @@ impl Forecaster for SeasonalNaive {
         let model = SeasonalNaiveModel::fit(
             history,
             spec,
-            "seasonal naive is the configured forecaster".to_string(),
+            ForecastMethod::SeasonalNaive {
+                reason: "seasonal naive is the configured forecaster".to_string(),
+            },
         )?;
         Ok(Box::new(model))
     }
@@ -48,16 +50,18 @@ pub struct SeasonalNaiveModel {
     errors: Vec<OrderStatistics>,
     /// Spread of the history around its median: the band when errors are too few.
     spread: OrderStatistics,
-    non_negative: bool,
-    reason: String,
+    /// The highest demand in the history it was fitted on.
+    history_max: f64,
+    /// What every forecast says about how it was made.
+    method: ForecastMethod,
 }
 
 impl SeasonalNaiveModel {
-    /// Fits on `history`; `reason` is reported in every forecast's `ForecastMethod`.
+    /// Fits on `history`; every forecast reports `method`.
     pub fn fit(
         history: &Series,
         spec: &ForecastSpec,
-        reason: String,
+        method: ForecastMethod,
     ) -> Result<Self, ForecastError> {
         let values: Vec<f64> = history.values.iter().map(|&v| clean_value(v)).collect();
         let finite = values.iter().filter(|v| v.is_finite()).count();
@@ -87,8 +91,12 @@ impl SeasonalNaiveModel {
             step: history.step,
             errors,
             spread,
-            non_negative: true,
-            reason,
+            history_max: values
+                .iter()
+                .copied()
+                .filter(|v| v.is_finite())
+                .fold(0.0, f64::max),
+            method,
         })
     }
 
@@ -139,6 +147,12 @@ impl FittedModel for SeasonalNaiveModel {
             })?;
         let n = values.len();
         let p = self.period;
+        let seen = values[n.saturating_sub(self.recent_len(horizon))..]
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .fold(self.history_max, f64::max);
+        let ceiling = CEILING * seen;
         let mut point = Vec::with_capacity(horizon);
         let mut lower = Vec::with_capacity(horizon);
         let mut upper = Vec::with_capacity(horizon);
@@ -156,14 +170,10 @@ impl FittedModel for SeasonalNaiveModel {
                 }
                 back += p;
             }
-            let mut lo = value + self.error_quantile(cycle, 1.0 - quantile);
-            let mut hi = value + self.error_quantile(cycle, quantile);
-            let mut pt = value;
-            if self.non_negative {
-                pt = pt.max(0.0);
-                lo = lo.max(0.0);
-                hi = hi.max(0.0);
-            }
+            let bounded = |v: f64| v.clamp(0.0, ceiling);
+            let lo = bounded(value + self.error_quantile(cycle, 1.0 - quantile));
+            let hi = bounded(value + self.error_quantile(cycle, quantile));
+            let pt = bounded(value);
             point.push(pt);
             lower.push(lo.min(pt));
             upper.push(hi.max(pt));
@@ -175,9 +185,7 @@ impl FittedModel for SeasonalNaiveModel {
             lower,
             upper,
             quantile,
-            method: ForecastMethod::SeasonalNaive {
-                reason: self.reason.clone(),
-            },
+            method: self.method.clone(),
         })
     }
 
