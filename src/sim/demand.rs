@@ -51,55 +51,34 @@ impl Demand {
         self.history.step
     }
 
-    /// Demand at instant `t`: a bucket's mean is placed at its centre and joined linearly to
-    /// its neighbours, so 30-minute buckets become a ramp rather than a staircase. `None` in
-    /// gaps and outside the trace.
+    /// Demand at instant `t`: the mean of the bucket that holds it, held over the bucket (what
+    /// the trace says, and nothing it does not: demand at any instant depends on that instant's
+    /// bucket only, never on a later one). `None` in gaps and outside the trace.
     pub fn at(&self, t: i64) -> Option<f64> {
         let s = &self.truth;
-        let n = s.values.len();
-        if n == 0 || t < s.start || t >= s.end() {
+        if t < s.start || t >= s.end() {
             return None;
         }
-        let position = (t - s.start) as f64 / s.step as f64 - 0.5;
-        let value = if position <= 0.0 {
-            s.values[0]
-        } else if position >= (n - 1) as f64 {
-            s.values[n - 1]
-        } else {
-            let i = position.floor() as usize;
-            let w = position - i as f64;
-            if w == 0.0 {
-                s.values[i]
-            } else {
-                s.values[i] * (1.0 - w) + s.values[i + 1] * w
-            }
-        };
+        let value = s.values[((t - s.start) / s.step) as usize];
         value.is_finite().then_some(value)
     }
 
     /// The largest demand over `[from, to]`: what a forecaster that makes no error would
-    /// have to cover. Linear between bucket centres, so the maximum is at an end or a centre.
+    /// have to cover; the largest of the buckets it overlaps.
     pub fn max_over(&self, from: i64, to: i64) -> Option<f64> {
         let s = &self.truth;
-        let mut best = self.at(from);
-        let mut consider = |v: Option<f64>| {
-            if let Some(v) = v {
-                best = Some(best.map_or(v, |b: f64| b.max(v)));
-            }
-        };
-        consider(self.at(to));
-        let first = ((from - s.start) as f64 / s.step as f64 - 0.5)
-            .ceil()
-            .max(0.0) as usize;
-        let last = ((to - s.start) as f64 / s.step as f64 - 0.5).floor();
-        if last >= 0.0 {
-            let last = (last as usize).min(s.values.len().saturating_sub(1));
-            for i in first..=last {
-                let v = s.values[i];
-                consider(v.is_finite().then_some(v));
-            }
+        let from = from.max(s.start);
+        let to = to.min(s.end() - 1);
+        if from > to {
+            return None;
         }
-        best
+        let first = ((from - s.start) / s.step) as usize;
+        let last = ((to - s.start) / s.step) as usize;
+        s.values[first..=last]
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .fold(None, |best, v| Some(best.map_or(v, |b: f64| b.max(v))))
     }
 
     /// The forecaster's history as known at `now`: buckets that have ended by `now`, at most
@@ -148,13 +127,18 @@ mod tests {
     }
 
     #[test]
-    fn demand_is_linear_between_bucket_centres() {
+    fn demand_is_each_buckets_mean_held_over_the_bucket() {
         let d = demand();
         assert_eq!(d.at(0), Some(10.0));
-        assert_eq!(d.at(30), Some(10.0));
-        assert_eq!(d.at(60), Some(15.0));
-        assert_eq!(d.at(90), Some(20.0));
-        assert_eq!(d.at(120), None, "next to a gap demand is unknown");
+        assert_eq!(
+            d.at(59),
+            Some(10.0),
+            "a later bucket never shows before it starts"
+        );
+        assert_eq!(d.at(60), Some(20.0));
+        assert_eq!(d.at(119), Some(20.0));
+        assert_eq!(d.at(120), None, "in a gap demand is unknown");
+        assert_eq!(d.at(180), Some(40.0));
         assert_eq!(d.at(240), None, "after the trace");
         assert_eq!(d.at(-1), None);
     }
@@ -164,6 +148,8 @@ mod tests {
         let d = Demand::from_series(Series::new(0, 60, vec![10.0, 50.0, 10.0]), 60);
         assert_eq!(d.max_over(40, 140), Some(50.0));
         assert_eq!(d.max_over(0, 30), Some(10.0));
+        assert_eq!(d.max_over(0, 59), Some(10.0));
+        assert_eq!(d.max_over(200, 300), None);
     }
 
     #[test]

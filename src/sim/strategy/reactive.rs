@@ -1,6 +1,8 @@
-//! `reactive`: the Kubernetes HorizontalPodAutoscaler on each online workload, with the
-//! target at `perReplica` (the demand one replica serves within its SLO), and batch given
-//! whatever the online replicas leave (as with a higher PriorityClass for online pods).
+//! `reactive`: the Kubernetes HorizontalPodAutoscaler on each online workload as a competent
+//! user configures it for the same policy: a target utilization of `1 / (1 + headroom)`, i.e. a
+//! target of `perReplica / (1 + headroom)` per pod (the same headroom tideshift plans with), and
+//! batch given whatever the online replicas leave (as with a higher PriorityClass for online
+//! pods).
 //!
 //! The HPA algorithm (kube-controller-manager, `autoscaling/v2` defaults): every 15 s,
 //! `ratio = (demand / ready pods) / target`; no change within 10% tolerance; on a scale-up,
@@ -35,6 +37,18 @@ impl Reactive {
             next_sync,
         }
     }
+}
+
+/// The HPA's target per pod for a workload: `perReplica` at a target utilization of
+/// `1 / (1 + headroom)`. A target at `perReplica` itself (100% utilization) would leave no room
+/// for the tolerance and the sync delay, and every rising ramp would be a violation.
+pub fn target_per_pod(per_replica: f64, headroom: f64) -> f64 {
+    let headroom = if headroom.is_finite() && headroom > 0.0 {
+        headroom
+    } else {
+        0.0
+    };
+    per_replica / (1.0 + headroom)
 }
 
 /// One HPA sync for one workload: the raw recommendation before stabilization.
@@ -84,7 +98,7 @@ impl Strategy for Reactive {
             };
             let rec = recommend(
                 demand,
-                spec.per_replica,
+                target_per_pod(spec.per_replica, spec.headroom),
                 current,
                 cluster.ready(w),
                 spec.min,
@@ -114,6 +128,13 @@ impl Strategy for Reactive {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_target_leaves_the_policys_headroom() {
+        assert!((target_per_pod(500.0, 0.25) - 400.0).abs() < 1e-9);
+        assert_eq!(target_per_pod(500.0, 0.0), 500.0);
+        assert_eq!(target_per_pod(500.0, f64::NAN), 500.0);
+    }
 
     #[test]
     fn hpa_ignores_changes_within_tolerance() {
