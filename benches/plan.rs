@@ -47,6 +47,7 @@ fn input(now: i64) -> PlanInput {
         name: name.to_string(),
         forecast: Some(forecast(now, base, phase)),
         observed_demand: Some(base),
+        accuracy: None,
         current,
         pod: Resources {
             cpu: 0.5,

@@ -35,6 +35,9 @@ pub fn init_logging() {
 
 const WORKLOAD_LABELS: &[&str] = &["policy", "namespace", "workload", "class"];
 
+/// The `method` label values of `tideshift_forecast_method` (`ForecastMethod::name`).
+pub const FORECAST_METHODS: [&str; 4] = ["regression", "seasonal-naive", "naive", "fallback"];
+
 /// Every metric the daemon exports; names are fixed by the chart and the dashboard.
 #[derive(Clone)]
 pub struct Metrics {
@@ -48,6 +51,9 @@ pub struct Metrics {
     pub capacity: GaugeVec,
     pub shortfall_replicas: GaugeVec,
     pub forecast_error_ratio: GaugeVec,
+    pub forecast_missed_ratio: GaugeVec,
+    pub forecast_trusted: GaugeVec,
+    pub forecast_method: GaugeVec,
     pub decision_duration_seconds: HistogramVec,
     pub shifts_total: IntCounterVec,
     pub prometheus_errors_total: IntCounterVec,
@@ -126,6 +132,21 @@ impl Metrics {
             "Mean absolute percentage error of the forecast over the last 6h (0..1+)",
             WORKLOAD_LABELS,
         );
+        let forecast_missed_ratio = gauge(
+            "tideshift_forecast_missed_ratio",
+            "Share of the planner's judged window (2h, or 8 steps) in which demand was above the forecast's upper band",
+            WORKLOAD_LABELS,
+        );
+        let forecast_trusted = gauge(
+            "tideshift_forecast_trusted",
+            "1 when the plan used the forecast; 0 when the workload was sized on observed demand (fallback, stale, or a band the demand keeps breaking)",
+            WORKLOAD_LABELS,
+        );
+        let forecast_method = gauge(
+            "tideshift_forecast_method",
+            "1 for the method that made the workload's forecast (regression, seasonal-naive, naive, fallback)",
+            &["policy", "namespace", "workload", "class", "method"],
+        );
         let decision_duration_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "tideshift_decision_duration_seconds",
@@ -202,6 +223,9 @@ impl Metrics {
             capacity,
             shortfall_replicas,
             forecast_error_ratio,
+            forecast_missed_ratio,
+            forecast_trusted,
+            forecast_method,
             decision_duration_seconds,
             shifts_total,
             prometheus_errors_total,
@@ -225,8 +249,19 @@ impl Metrics {
                 &self.ready_replicas,
                 &self.shortfall_replicas,
                 &self.forecast_error_ratio,
+                &self.forecast_missed_ratio,
+                &self.forecast_trusted,
             ] {
                 let _ = vec.remove_label_values(&labels);
+            }
+            for method in FORECAST_METHODS {
+                let _ = self.forecast_method.remove_label_values(&[
+                    policy,
+                    namespace,
+                    workload.as_str(),
+                    class,
+                    method,
+                ]);
             }
             for band in ["point", "lower", "upper"] {
                 let _ = self.forecast_demand.remove_label_values(&[
@@ -247,6 +282,16 @@ impl Metrics {
             let _ = self
                 .policy_condition
                 .remove_label_values(&[policy, namespace, condition]);
+        }
+    }
+
+    /// `tideshift_forecast_method`: 1 for `method`, 0 for the others, so a change of method
+    /// shows as a step on the dashboard.
+    pub fn set_forecast_method(&self, labels: &[&str; 4], method: &str) {
+        for m in FORECAST_METHODS {
+            self.forecast_method
+                .with_label_values(&[labels[0], labels[1], labels[2], labels[3], m])
+                .set(if m == method { 1.0 } else { 0.0 });
         }
     }
 

@@ -88,6 +88,7 @@ fn plan_two_cycles(spec: &ShiftPolicySpec) {
                         method: ForecastMethod::Regression,
                     }),
                     observed_demand: Some(demand),
+                    accuracy: None,
                     current: current(i),
                     pod: pod(&w.resources),
                 }

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use tideshift::forecast::{Forecast, ForecastMethod};
+use tideshift::forecast::{Forecast, ForecastMethod, RecentAccuracy};
 use tideshift::plan::{self, OfflineState, OnlineState, PlanInput, PlanMemory, Resources};
 use tideshift::policy::{
     self, Cpu, Memory, MissingMetrics, PolicyDuration, ShiftPolicy, ShiftPolicySpec,
@@ -54,34 +54,19 @@ fn run(u: &mut Unstructured) -> Result<()> {
         plan::plan(spec, &first, &PlanMemory::default()).0,
         "not deterministic"
     );
-    check(spec, &first, &plan, None);
+    check(spec, &first, &plan);
 
     // The next cycle, after any delay (the clock may even step back), from the same or a new
     // state of the cluster.
     let later = NOW + u.int_in_range(-60..=2 * DAY)?;
     let second = input(spec, u, later)?;
     let (later_plan, _) = plan::plan(spec, &second, &memory);
-    check(spec, &second, &later_plan, Some(&plan));
+    check(spec, &second, &later_plan);
     Ok(())
 }
 
-/// The rules docs/planner.md promises for every plan; `previous` is the plan of the cycle before.
-fn check(
-    spec: &ShiftPolicySpec,
-    input: &PlanInput,
-    plan: &plan::Plan,
-    previous: Option<&plan::Plan>,
-) {
-    // Capacity can cut a held workload for another's forecast need (needs come before holds),
-    // so "never down on missing data" is checked where capacity cannot bind: every online
-    // workload at its largest fits.
-    let (mut cpu, mut memory) = (0.0, 0.0);
-    for (w, state) in spec.online.iter().zip(&input.online) {
-        let most = f64::from(state.current.max(w.replicas.max));
-        cpu += most * state.pod.cpu;
-        memory += most * state.pod.memory;
-    }
-    let roomy = cpu <= input.capacity.cpu && memory <= input.capacity.memory;
+/// The rules docs/planner.md promises for every plan.
+fn check(spec: &ShiftPolicySpec, input: &PlanInput, plan: &plan::Plan) {
     for (w, state) in spec.online.iter().zip(&input.online) {
         let Some(p) = plan.workload(&w.name) else {
             continue;
@@ -94,23 +79,15 @@ fn check(
             p.desired,
             w.replicas.min
         );
-        // "missing data never scales an online workload down": below its current replicas
-        // with `hold`, or with nothing observed; below the last plan with `reactive` planning
-        // for the observed demand (replicas raised since by another writer are a conflict the
-        // actuator reports and leaves alone, not a level the planner keeps).
-        if roomy && state.forecast.is_none() {
-            let reactive = spec.guardrails.on_missing_metrics == MissingMetrics::Reactive
-                && state
-                    .observed_demand
-                    .is_some_and(|d| d.is_finite() && d >= 0.0);
-            let floor = match previous.and_then(|before| before.workload(&w.name)) {
-                Some(before) if reactive => before.desired,
-                _ => state.current,
-            };
+        // "missing data never scales an online workload down", nor does a forecast the planner
+        // did not plan on (untrusted, stale): without a usable forecast an online workload keeps
+        // at least its current replicas, whatever the capacity and `onMissingMetrics`.
+        if state.forecast.is_none() || p.untrusted.is_some() {
             assert!(
-                p.desired >= floor.min(w.replicas.max),
-                "{}: scaled down on missing data below {floor}: {p:?}",
-                w.name
+                p.desired >= state.current,
+                "{}: scaled down below its current {} without a forecast to plan on: {p:?}",
+                w.name,
+                state.current
             );
         }
     }
@@ -284,7 +261,23 @@ fn input(spec: &ShiftPolicySpec, u: &mut Unstructured, now: i64) -> Result<PlanI
                 lower,
                 upper,
                 quantile: w.quantile,
-                method: ForecastMethod::Regression,
+                method: if u.arbitrary()? {
+                    ForecastMethod::Regression
+                } else {
+                    ForecastMethod::Fallback {
+                        reason: "fuzz".into(),
+                    }
+                },
+            })
+        } else {
+            None
+        };
+        let accuracy = if u.arbitrary()? {
+            let points = u.int_in_range(0..=500usize)?;
+            Some(RecentAccuracy {
+                points,
+                missed: u.int_in_range(0..=points)?,
+                error: None,
             })
         } else {
             None
@@ -297,6 +290,7 @@ fn input(spec: &ShiftPolicySpec, u: &mut Unstructured, now: i64) -> Result<PlanI
             } else {
                 None
             },
+            accuracy,
             current: replicas(u)?,
             pod: resources(u, &w.resources)?,
         });

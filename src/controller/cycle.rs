@@ -2,12 +2,14 @@
 //! `retrain`), plan, and apply the plan's shrinks, wait until their pods are gone, then its
 //! grows. Works on the `DemandSource` and `Actuator` traits, so it is tested without a cluster.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::actuate::{Actuator, DryRun, Observed, ScaleOutcome, Target};
-use crate::forecast::{FittedModel, Forecast, ForecastMethod, ForecastSpec, Forecaster, Series};
+use crate::forecast::{
+    FittedModel, Forecast, ForecastRecord, ForecastSpec, Forecaster, RecentAccuracy, Series,
+};
 use crate::plan::{OfflineState, OnlineState, Plan, PlanInput, PlanMemory, Resources};
 use crate::policy::{Mode, ShiftPolicySpec};
 use crate::source::{DemandSource, last_finite_age};
@@ -38,9 +40,9 @@ static REFIT_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> =
 pub struct PolicyMemory {
     pub plan_memory: PlanMemory,
     pub models: HashMap<String, FittedEntry>,
-    /// Per online workload: the forecast made `startup` ahead for each grid time (point,
-    /// lower, upper), to overlay on observed demand and to measure the error.
-    pub predictions: HashMap<String, BTreeMap<i64, (f64, f64, f64)>>,
+    /// Per online workload: the forecast made `startup` ahead for each grid time, to overlay on
+    /// observed demand, to measure the error, and to judge whether to plan on it.
+    pub predictions: HashMap<String, ForecastRecord>,
     pub last_plan: Option<Plan>,
 }
 
@@ -75,6 +77,10 @@ pub struct WorkloadReport {
     pub ready: u32,
     pub desired: u32,
     pub reason: String,
+    /// Online with a forecast: its method (`ForecastMethod::name`).
+    pub forecast_method: Option<&'static str>,
+    /// Online with a forecast: whether the plan used it.
+    pub forecast_trusted: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -96,6 +102,8 @@ pub struct CycleReport {
     pub missing_metrics: Vec<(String, String)>,
     /// (workload, why): the forecaster fell back or could not fit.
     pub forecast_notes: Vec<(String, String)>,
+    /// (workload, why): its forecast was not planned on; sized on observed demand instead.
+    pub untrusted: Vec<(String, String)>,
     /// (workload, why): another writer owns it; not written.
     pub conflicts: Vec<(String, String)>,
     /// Reads or writes that failed.
@@ -178,6 +186,7 @@ struct OnlineRead {
     forecast: Option<Forecast>,
     observed_demand: Option<f64>,
     missing: Option<String>,
+    accuracy: Option<RecentAccuracy>,
 }
 
 async fn read_online(
@@ -260,6 +269,7 @@ async fn read_online(
             forecast: None,
             observed_demand,
             missing,
+            accuracy: None,
         };
     }
     let Some(history) = history else {
@@ -267,6 +277,7 @@ async fn read_online(
             forecast: None,
             observed_demand,
             missing,
+            accuracy: None,
         };
     };
 
@@ -337,6 +348,7 @@ async fn read_online(
             missing: Some(format!(
                 "no forecast model for {query:?} (too little or unusable history)"
             )),
+            accuracy: None,
         };
     };
     let forecast = match entry.model.predict(&history, horizon, workload.quantile) {
@@ -346,16 +358,19 @@ async fn read_online(
                 forecast: None,
                 observed_demand,
                 missing: Some(format!("forecast failed: {e}")),
+                accuracy: None,
             };
         }
     };
-    if let ForecastMethod::SeasonalNaive { reason } = &forecast.method {
+    env.metrics
+        .set_forecast_method(&metric_labels, forecast.method.name());
+    if !forecast.method.is_checked() {
         report.forecast_notes.push((
             workload.name.clone(),
-            format!("seasonal-naive fallback: {reason}"),
+            format!("fallback forecast: {}", forecast.method.reason()),
         ));
     }
-    record_forecast(
+    let accuracy = record_forecast(
         env,
         memory,
         &workload.name,
@@ -368,11 +383,13 @@ async fn read_online(
         forecast: Some(forecast),
         observed_demand,
         missing: None,
+        accuracy: Some(accuracy),
     }
 }
 
 /// Keep, for each grid time, the forecast made `lead` seconds before it; export the one for
-/// now next to the observed demand, and the error of the last hours.
+/// now next to the observed demand and the error of the last hours; say how the forecasts of
+/// the planner's judged window did.
 fn record_forecast(
     env: &Environment<'_>,
     memory: &mut PolicyMemory,
@@ -381,29 +398,17 @@ fn record_forecast(
     history: &Series,
     now: i64,
     lead: i64,
-) {
-    let predictions = memory.predictions.entry(workload.to_string()).or_default();
-    let step = forecast.step.max(1);
-    let target_time = now + lead.max(0);
-    let index = ((target_time - forecast.start) as f64 / step as f64)
-        .ceil()
-        .max(0.0) as usize;
-    if index < forecast.point.len() {
-        let at = forecast.start + index as i64 * step;
-        predictions.entry(at).or_insert((
-            forecast.point[index],
-            forecast.lower[index],
-            forecast.upper[index],
-        ));
-    }
-    predictions.retain(|&at, _| at >= now - ERROR_WINDOW_SECONDS);
+) -> RecentAccuracy {
+    let record = memory.predictions.entry(workload.to_string()).or_default();
+    let judged = crate::plan::trust_window(forecast.step);
+    record.record(forecast, now, lead, ERROR_WINDOW_SECONDS.max(judged));
     let metric_labels = labels(env, workload, "online");
-    if let Some((_, &(point, lower, upper))) = predictions.range(..=now).next_back() {
+    if let Some((point, lower, upper)) = record.expected_now(now) {
         for (band, value) in [("point", point), ("lower", lower), ("upper", upper)] {
             env.metrics
                 .forecast_demand
                 .with_label_values(&[env.policy, env.namespace, workload, "online", band])
-                .set(value);
+                .set(f64::from(value));
         }
     }
     let peak = forecast
@@ -418,26 +423,18 @@ fn record_forecast(
             .with_label_values(&metric_labels)
             .set(peak);
     }
-    let mut errors = Vec::new();
-    for (&at, &(point, _, _)) in predictions.range(..=now) {
-        if at < history.start {
-            continue;
-        }
-        let i = ((at - history.start) / history.step.max(1)) as usize;
-        if let Some(&actual) = history.values.get(i)
-            && actual.is_finite()
-            && actual > 0.0
-            && point.is_finite()
-        {
-            errors.push((actual - point).abs() / actual);
-        }
-    }
-    if !errors.is_empty() {
+    if let Some(error) = record.accuracy(history, now, ERROR_WINDOW_SECONDS).error {
         env.metrics
             .forecast_error_ratio
             .with_label_values(&metric_labels)
-            .set(errors.iter().sum::<f64>() / errors.len() as f64);
+            .set(error);
     }
+    let accuracy = record.accuracy(history, now, judged);
+    env.metrics
+        .forecast_missed_ratio
+        .with_label_values(&metric_labels)
+        .set(accuracy.missed_share());
+    accuracy
 }
 
 fn pod_resources(
@@ -530,6 +527,7 @@ pub async fn run_cycle(
             name: workload.name.clone(),
             forecast: read.forecast,
             observed_demand: read.observed_demand,
+            accuracy: read.accuracy,
             current: seen.map_or(0, |o| o.replicas),
             pod: pod.unwrap_or_default(),
         });
@@ -600,28 +598,21 @@ pub async fn run_cycle(
         online: online_states,
         offline: offline_states,
     };
-    let (mut plan, plan_memory) = crate::plan::plan(spec, &input, &memory.plan_memory);
+    let (plan, plan_memory) = crate::plan::plan(spec, &input, &memory.plan_memory);
     memory.plan_memory = plan_memory;
-    // Belt and braces: unreadable demand never scales an online workload down.
-    for (state, decision) in input.online.iter().zip(plan.online.iter_mut()) {
-        if state.forecast.is_none() && decision.desired < state.current {
-            decision.desired = state.current;
-            decision.reason = format!("holding: demand unreadable ({})", decision.reason);
+    for decision in &plan.online {
+        env.metrics
+            .forecast_trusted
+            .with_label_values(&labels(env, &decision.name, "online"))
+            .set(if decision.untrusted.is_some() {
+                0.0
+            } else {
+                1.0
+            });
+        if let Some(why) = &decision.untrusted {
+            report.untrusted.push((decision.name.clone(), why.clone()));
         }
     }
-    // Nor does unreadable demand free capacity for batch: while an online need is unknown,
-    // batch does not grow (it would have to give the capacity back once demand is readable,
-    // possibly mid-peak).
-    if input.online.iter().any(|state| state.forecast.is_none()) {
-        for decision in plan.offline.iter_mut() {
-            if decision.desired > decision.current {
-                decision.desired = decision.current;
-                decision.reason =
-                    format!("holding: online demand unreadable ({})", decision.reason);
-            }
-        }
-    }
-
     for (workloads, class, targets) in [
         (&plan.online, "online", &online_targets),
         (&plan.offline, "offline", &offline_targets),
@@ -632,6 +623,11 @@ pub async fn run_cycle(
                 .desired_replicas
                 .with_label_values(&labels(env, &decision.name, class))
                 .set(f64::from(decision.desired));
+            let forecast = input
+                .online
+                .iter()
+                .find(|state| class == "online" && state.name == decision.name)
+                .and_then(|state| state.forecast.as_ref());
             report.workloads.push(WorkloadReport {
                 name: decision.name.clone(),
                 class,
@@ -640,6 +636,8 @@ pub async fn run_cycle(
                 ready: seen.map_or(0, |o| o.ready),
                 desired: decision.desired,
                 reason: decision.reason.clone(),
+                forecast_method: forecast.map(|f| f.method.name()),
+                forecast_trusted: forecast.map(|_| decision.untrusted.is_none()),
             });
         }
     }
@@ -756,14 +754,6 @@ async fn wait_for_pods(env: &Environment<'_>, shrunk: &[(Target, u32)]) -> bool 
             return false;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// The next plan's forecast method names for logs.
-pub fn describe_method(method: &ForecastMethod) -> String {
-    match method {
-        ForecastMethod::Regression => "regression".into(),
-        ForecastMethod::SeasonalNaive { reason } => format!("seasonal-naive ({reason})"),
     }
 }
 

@@ -107,6 +107,13 @@ pub fn judge(report: Option<&CycleReport>, invalid: Option<&str>) -> Vec<Judgeme
                 degraded.message =
                     "shrunk batch pods still held capacity when the wait ran out; grew anyway"
                         .into();
+            } else if !report.untrusted.is_empty() {
+                degraded.status = true;
+                degraded.reason = "ForecastUntrusted".into();
+                degraded.message = format!(
+                    "sized on observed demand, never below current replicas: {}",
+                    list(&report.untrusted)
+                );
             } else if !report.forecast_notes.is_empty() {
                 degraded.status = true;
                 degraded.reason = "ForecastFallback".into();
@@ -235,6 +242,8 @@ pub fn status(
                 desired: w.desired,
                 current: w.current,
                 reason: Some(w.reason.clone()).filter(|r| !r.is_empty()),
+                forecast_method: w.forecast_method.map(str::to_string),
+                forecast_trusted: w.forecast_trusted,
             })
             .collect(),
         next_peak: plan

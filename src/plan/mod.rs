@@ -16,11 +16,14 @@ mod shortfall;
 
 use serde::{Deserialize, Serialize};
 
-use crate::forecast::Forecast;
+use crate::forecast::{Forecast, RecentAccuracy};
 use crate::policy::ShiftPolicySpec;
 
 pub use guardrails::scale_down_allowance;
-pub use online::{ACTUATION_ALLOWANCE_SECS, replicas_for};
+pub use online::{
+    ACTUATION_ALLOWANCE_SECS, MAX_MISSED_SHARE, MIN_JUDGED_POINTS, TRUST_WINDOW_SECS, replicas_for,
+    trust_window,
+};
 
 /// CPU in cores and memory in bytes: the two resources capacity is split by.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -37,6 +40,9 @@ pub struct OnlineState {
     pub forecast: Option<Forecast>,
     /// The latest observed demand, used by `onMissingMetrics: reactive` and as a floor.
     pub observed_demand: Option<f64>,
+    /// How this workload's recent forecasts did against its demand; `None` before any could be
+    /// judged. A forecast whose band the demand keeps breaking is not planned on.
+    pub accuracy: Option<RecentAccuracy>,
     /// Replicas the workload has now (spec).
     pub current: u32,
     /// Requests of one pod.
@@ -76,6 +82,9 @@ pub struct WorkloadPlan {
     pub need: Option<u32>,
     /// Online only: this workload's highest forecast demand within the horizon.
     pub peak: Option<PeakForecast>,
+    /// Online only: why its forecast was not planned on (sized on observed demand instead,
+    /// never below its current replicas); `None` when it was, or when there was none.
+    pub untrusted: Option<String>,
 }
 
 /// Forecast demand that the capacity cannot serve, known before it happens.
@@ -244,11 +253,18 @@ pub fn plan(spec: &ShiftPolicySpec, input: &PlanInput, memory: &PlanMemory) -> (
     // Capacity: online in priority order, needs before guardrail holds.
     let mut order: Vec<usize> = (0..decisions.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(decisions[i].priority));
+    // Without a forecast to plan on (demand unreadable, forecast untrusted or stale) an online
+    // workload keeps at least its current replicas, like a minimum: its need is unknown, so no
+    // other workload's demand may take them.
     let claims: Vec<capacity::Claim> = decisions
         .iter()
         .map(|d| capacity::Claim {
             pod: d.pod,
-            min: d.min,
+            min: if d.forecast.is_none() {
+                d.min.max(d.current)
+            } else {
+                d.min
+            },
             need: d.need,
             want: d.want,
         })
@@ -262,7 +278,23 @@ pub fn plan(spec: &ShiftPolicySpec, input: &PlanInput, memory: &PlanMemory) -> (
         online_holds = online_holds.plus(d.pod.times(d.current.max(grant)));
     }
     let budget = input.capacity.minus(online_holds);
-    let offline_plans = offline::plan_offline(spec, input, budget);
+    let mut offline_plans = offline::plan_offline(spec, input, budget);
+    // While an online demand is unreadable (no forecast covering now) batch does not grow: its
+    // need is unknown, and batch would have to give the capacity back once it is readable,
+    // possibly mid-peak. An untrusted forecast is not that: online is sized on observed demand
+    // then, as an HPA would be, and batch may use what is left.
+    if decisions
+        .iter()
+        .any(|d| d.forecast.is_none() && d.untrusted.is_none())
+    {
+        for plan in offline_plans
+            .iter_mut()
+            .filter(|plan| plan.desired > plan.current)
+        {
+            plan.desired = plan.current;
+            plan.reason = format!("holding: online demand unreadable ({})", plan.reason);
+        }
+    }
 
     // Shortfalls and peaks over the whole forecast horizon.
     let scan = shortfall::scan(input.capacity, &decisions, &grants, &order, now);
@@ -278,6 +310,7 @@ pub fn plan(spec: &ShiftPolicySpec, input: &PlanInput, memory: &PlanMemory) -> (
         .zip(scan.peaks)
         .map(|((d, &grant), peak)| WorkloadPlan {
             reason: d.reason(grant),
+            untrusted: d.untrusted.clone(),
             name: d.name,
             current: d.current,
             desired: grant,

@@ -176,6 +176,7 @@ pub(crate) fn plan_offline(
             reason: reason(claim, outcome, state.current, budget),
             need: None,
             peak: None,
+            untrusted: None,
         })
         .collect()
 }

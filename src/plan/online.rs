@@ -5,8 +5,57 @@ use std::fmt::Write as _;
 
 use super::guardrails::{scale_down_allowance, stabilize};
 use super::{OnlineMemory, OnlineState, Resources, secs};
-use crate::forecast::Forecast;
+use crate::forecast::{Forecast, ForecastMethod, RecentAccuracy};
 use crate::policy::{MissingMetrics, OnlineWorkload};
+
+/// A forecast is judged on the demand of the last `max(2 h, 8 steps)`: long enough that one
+/// unforeseen burst does not condemn it, short enough that a broken one is caught within hours.
+pub const TRUST_WINDOW_SECS: i64 = 2 * 3600;
+
+/// The judged window of a forecast with steps of `step` seconds.
+pub fn trust_window(step: i64) -> i64 {
+    TRUST_WINDOW_SECS.max(8 * step.max(1))
+}
+
+/// A forecast is judged once this many of its times have an observed demand.
+pub const MIN_JUDGED_POINTS: usize = 8;
+
+/// A forecast whose upper band (at `quantile`, 0.95 by default: 5% of misses expected) the
+/// demand broke at more than this share of the judged times is not planned on.
+pub const MAX_MISSED_SHARE: f64 = 0.25;
+
+/// Why a usable forecast should not be planned on, if it should not: the forecaster could not
+/// check it (a fallback), it is stale, or the demand keeps breaking its band. The workload is
+/// then sized on observed demand, never below its current replicas.
+pub(crate) fn distrust(
+    forecast: &Forecast,
+    accuracy: Option<&RecentAccuracy>,
+    now: i64,
+    interval: i64,
+) -> Option<String> {
+    if let ForecastMethod::Fallback { reason } = &forecast.method {
+        return Some(format!("unchecked fallback forecast ({reason})"));
+    }
+    let stale_after = 2 * forecast.step.max(interval).max(60);
+    let age = now.saturating_sub(forecast.start);
+    if age > stale_after {
+        return Some(format!(
+            "stale forecast: made from demand up to {age}s ago (more than {stale_after}s)"
+        ));
+    }
+    if let Some(judged) = accuracy
+        && judged.points >= MIN_JUDGED_POINTS
+        && judged.missed_share() > MAX_MISSED_SHARE
+    {
+        return Some(format!(
+            "demand was above the forecast band at {} of its last {} times (more than {:.0}%)",
+            judged.missed,
+            judged.points,
+            100.0 * MAX_MISSED_SHARE
+        ));
+    }
+    None
+}
 
 /// Seconds added to each workload's lead time on top of `startup` and `interval`: the write to
 /// the API server, scheduling, and batch pods leaving before online pods can start. A
@@ -92,6 +141,7 @@ pub(crate) enum Why {
     ScaleDownRate { allowance: u32 },
     Hold { observed: Option<f64> },
     Reactive { observed: Option<f64> },
+    Untrusted { observed: Option<f64> },
 }
 
 /// One online workload's need and guardrailed want, before the capacity split.
@@ -105,8 +155,10 @@ pub(crate) struct Decision<'a> {
     pub max: u32,
     pub per_replica: f64,
     pub headroom: f64,
-    /// The forecast when it was usable this cycle.
+    /// The forecast when it was usable (and trusted) this cycle.
     pub forecast: Option<&'a Forecast>,
+    /// Why the forecast was not planned on, when there was one.
+    pub untrusted: Option<String>,
     /// Demand needs this many (within min/max); with missing data, the held value.
     pub need: u32,
     /// The need before min/max, to say when max caps it.
@@ -143,9 +195,14 @@ pub(crate) fn decide<'a>(
         None => vec![(ctx.now, state.current.clamp(min, max))],
     };
 
+    let untrusted = state
+        .forecast
+        .as_ref()
+        .and_then(|f| distrust(f, state.accuracy.as_ref(), ctx.now, ctx.interval));
     let usable = state
         .forecast
         .as_ref()
+        .filter(|_| untrusted.is_none())
         .and_then(|f| window_peak(f, ctx.now, lead).map(|peak| (f, peak)));
 
     let (forecast, raw_need, need, want, demand, why) = match usable {
@@ -185,6 +242,20 @@ pub(crate) fn decide<'a>(
                 why,
             )
         }
+        None if untrusted.is_some() => {
+            // Sized on observed demand, never below the current replicas or the last plan.
+            let held = last.unwrap_or(0).max(state.current);
+            let want = held.max(observed_need).clamp(min, max);
+            stabilize(&mut window, ctx.now, want, ctx.stabilization);
+            (
+                None,
+                want,
+                want,
+                want,
+                observed,
+                Why::Untrusted { observed },
+            )
+        }
         None => {
             let (held, why) = match ctx.on_missing {
                 MissingMetrics::Hold => {
@@ -219,6 +290,7 @@ pub(crate) fn decide<'a>(
         per_replica: workload.per_replica,
         headroom: workload.headroom,
         forecast,
+        untrusted,
         need,
         raw_need,
         want,
@@ -272,6 +344,18 @@ impl Decision<'_> {
                 );
                 if let Some(d) = observed {
                     let _ = write!(s, ", observed {d:.1}");
+                }
+                r
+            }
+            Why::Untrusted { observed } => {
+                let r = write!(
+                    s,
+                    "forecast not planned on ({}): {} from observed demand, never below the current replicas",
+                    self.untrusted.as_deref().unwrap_or("untrusted"),
+                    self.want
+                );
+                if let Some(d) = observed {
+                    let _ = write!(s, " (observed {d:.1})");
                 }
                 r
             }

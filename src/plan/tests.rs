@@ -152,14 +152,14 @@ fn missing_forecast_reactive_scales_up_on_observed_but_not_below_last_plan() {
     input.online[0].observed_demand = Some(3000.0);
     let (plan, _) = super::plan(&spec, &input, &memory);
     assert_eq!(desired(&plan, "pay"), 30);
-    // Scaled up since by another writer (the actuator reports that as a conflict and leaves it):
-    // reactive plans for the observed demand, floored at its own last plan, not at 25. Found by
-    // fuzz/run (fuzz/corpus/policy_plan/crash-reactive-observed-below-current), whose rule was
-    // stricter than this documented one.
+    // Scaled up since (by hand, or by a cycle cut short): without a forecast its need is
+    // unknown, so it keeps its current replicas even when the observed demand needs fewer. The
+    // daemon did this after the planner (a post-plan override); the planner owns it now, so the
+    // simulator and the fuzzers see it too.
     input.online[0].current = 25;
     input.online[0].observed_demand = Some(500.0);
     let (plan, _) = super::plan(&spec, &input, &memory);
-    assert_eq!(desired(&plan, "pay"), 20, "{}", plan.online[0].reason);
+    assert_eq!(desired(&plan, "pay"), 25, "{}", plan.online[0].reason);
 }
 
 /// Found by `fuzz/run` (fuzz/corpus/policy_plan/crash-reactive-without-demand-scales-down):
@@ -333,6 +333,7 @@ fn wp(name: &str, current: u32, desired: u32) -> WorkloadPlan {
         reason: String::new(),
         need: None,
         peak: None,
+        untrusted: None,
     }
 }
 

@@ -76,6 +76,7 @@ pub(crate) fn online(name: &str, current: u32, forecast: Option<Forecast>) -> On
         name: name.to_string(),
         forecast,
         observed_demand: None,
+        accuracy: None,
         current,
         pod: pod(),
     }

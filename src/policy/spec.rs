@@ -345,6 +345,14 @@ pub struct WorkloadStatus {
     pub current: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Online only: the method that made the forecast (`regression`, `seasonal-naive`,
+    /// `naive`, or `fallback` when no model could be checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast_method: Option<String>,
+    /// Online only: false when the plan did not use the forecast (a fallback, stale, or a band
+    /// the demand keeps breaking) and sized the workload on observed demand instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast_trusted: Option<bool>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

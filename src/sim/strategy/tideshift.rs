@@ -9,7 +9,10 @@
 use std::sync::Arc;
 
 use super::{Action, Strategy};
-use crate::forecast::{self, FittedModel, Forecast, ForecastMethod, ForecastSpec, Forecaster};
+use crate::forecast::{
+    self, FittedModel, Forecast, ForecastMethod, ForecastRecord, ForecastSpec, Forecaster,
+    RecentAccuracy,
+};
 use crate::plan::{self, OfflineState, OnlineState, Plan, PlanInput, PlanMemory};
 use crate::sim::cluster::Cluster;
 use crate::sim::scenario::Scenario;
@@ -44,6 +47,8 @@ pub struct Planned {
     scenario: Arc<Scenario>,
     foresight: Foresight,
     forecasts: Vec<Option<Forecast>>,
+    /// Per online workload, the forecasts planned on and how they did (the daemon's record).
+    records: Vec<ForecastRecord>,
     memory: PlanMemory,
     next_decision: i64,
     /// Decisions start here (a day before scoring starts).
@@ -107,6 +112,7 @@ impl Planned {
                 warned: vec![false; count],
             },
             forecasts: vec![None; count],
+            records: vec![ForecastRecord::default(); count],
             memory: PlanMemory::default(),
             next_decision: scenario.start,
             quiet_until: scenario.scored_from - 86_400,
@@ -121,6 +127,7 @@ impl Planned {
             name: "oracle",
             foresight: Foresight::Oracle { horizon },
             forecasts: vec![None; count],
+            records: vec![ForecastRecord::default(); count],
             memory: PlanMemory::default(),
             next_decision: scenario.start,
             quiet_until: scenario.scored_from - 86_400,
@@ -214,6 +221,31 @@ impl Planned {
         }
     }
 
+    /// As the daemon does every cycle: keep the forecast made `startup` ahead of each time and
+    /// judge the recent ones against the demand of finished buckets. The oracle is not judged.
+    fn judge_forecasts(&mut self, now: i64) -> Vec<Option<RecentAccuracy>> {
+        let scenario = &self.scenario;
+        if matches!(self.foresight, Foresight::Oracle { .. }) {
+            return vec![None; scenario.online.len()];
+        }
+        let mut judged = Vec::with_capacity(scenario.online.len());
+        for (w, record) in self.records.iter_mut().enumerate() {
+            let (Some(forecast), Some(demand)) = (&self.forecasts[w], &scenario.demand[w]) else {
+                judged.push(None);
+                continue;
+            };
+            let window = plan::trust_window(forecast.step);
+            record.record(forecast, now, scenario.online[w].startup, window);
+            let steps = (window / forecast.step.max(1)) as usize + 2;
+            judged.push(
+                demand
+                    .history_until(now, steps)
+                    .map(|actual| record.accuracy(&actual, now, window)),
+            );
+        }
+        judged
+    }
+
     fn to_actions(&self, plan: &Plan) -> Vec<Action> {
         let index = |name: &str| {
             self.scenario
@@ -265,6 +297,7 @@ impl Strategy for Planned {
         }
         self.next_decision = now + self.scenario.interval;
         self.refresh_forecasts(now);
+        let accuracy = self.judge_forecasts(now);
         let scenario = &self.scenario;
         let input = PlanInput {
             now,
@@ -277,6 +310,7 @@ impl Strategy for Planned {
                     name: spec.name.clone(),
                     forecast: self.forecasts[w].clone(),
                     observed_demand: observed[w],
+                    accuracy: accuracy[w],
                     current: cluster.spec(w),
                     pod: spec.pod,
                 })
