@@ -56,6 +56,72 @@ fn no_flags_runs_the_bundled_example_with_all_four_strategies() {
         );
     }
     assert!(table.contains("festival"));
+    let row = |strategy: &str| -> (u64, f64) {
+        let line = table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(strategy))
+            .unwrap_or_else(|| panic!("no row for {strategy} in:\n{table}"));
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        (
+            cells[1].parse().expect("violation-minutes"),
+            cells[3].parse().expect("batch core-hours"),
+        )
+    };
+    beats_the_baselines(row("static"), row("reactive"), row("tideshift"), &table);
+}
+
+/// tideshift has no more SLO violation-minutes than the HPA configured for the same headroom,
+/// and gives batch more core-hours than the static split. Arguments: (violation-minutes,
+/// batch core-hours) per strategy.
+fn beats_the_baselines(
+    static_split: (u64, f64),
+    reactive: (u64, f64),
+    tideshift: (u64, f64),
+    report: &str,
+) {
+    assert!(
+        tideshift.0 <= reactive.0,
+        "tideshift {} violation-minutes > reactive {}:\n{report}",
+        tideshift.0,
+        reactive.0
+    );
+    assert!(
+        tideshift.1 > static_split.1,
+        "tideshift {} batch core-hours <= static {}:\n{report}",
+        tideshift.1,
+        static_split.1
+    );
+}
+
+#[test]
+fn on_a_real_trace_with_holidays_tideshift_beats_the_baselines() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let output = tideshift()
+        .args(["simulate", "--json", "--policy"])
+        .arg(fixtures.join("policies/taxi.yaml"))
+        .arg("--trace")
+        .arg(fixtures.join("traces/nyc_taxi-2014-12-20.csv"))
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let json: serde_json::Value = serde_json::from_slice(&output).expect("stdout is JSON");
+    let scores = |strategy: &str| -> (u64, f64) {
+        let s = &json["strategies"][strategy];
+        (
+            s["slo_violation_minutes"]
+                .as_u64()
+                .expect("violation-minutes"),
+            s["batch_core_hours"].as_f64().expect("batch core-hours"),
+        )
+    };
+    beats_the_baselines(
+        scores("static"),
+        scores("reactive"),
+        scores("tideshift"),
+        &json.to_string(),
+    );
 }
 
 #[test]
