@@ -463,6 +463,14 @@ mod tests {
             .unwrap()
     }
 
+    /// The history of one workload `web` whose query answers one series, `demand`.
+    async fn one_workload(
+        demand: fn(i64) -> Option<String>,
+    ) -> Result<Vec<WorkloadHistory>, HistoryError> {
+        let url = serve(HashMap::from([("demand", vec![("{}", demand)])])).await;
+        fetch(policy(&[("web", "demand")]), request(url)).await
+    }
+
     fn minutes(t: i64) -> Option<String> {
         Some((t / 60 % 1_000).to_string())
     }
@@ -481,14 +489,7 @@ mod tests {
                 _ => minutes(t),
             }
         }
-        let url = serve(HashMap::from([(
-            "demand",
-            vec![("{}", demand as fn(i64) -> _)],
-        )]))
-        .await;
-        let histories = fetch(policy(&[("web", "demand")]), request(url))
-            .await
-            .expect("history");
+        let histories = one_workload(demand).await.expect("history");
         let web = &histories[0];
         assert_eq!(web.name, "web");
         let points = &web.trace.points;
@@ -519,14 +520,7 @@ mod tests {
         fn demand(t: i64) -> Option<String> {
             (t % 3_600 != 0).then(|| format!("{}", (t % 7_919) as f64 / 7.0))
         }
-        let url = serve(HashMap::from([(
-            "demand",
-            vec![("{}", demand as fn(i64) -> _)],
-        )]))
-        .await;
-        let histories = fetch(policy(&[("web", "demand")]), request(url))
-            .await
-            .expect("history");
+        let histories = one_workload(demand).await.expect("history");
         let dir = tempfile::tempdir().unwrap();
         let files = save(dir.path(), &histories).expect("saved");
         assert_eq!(files, vec![dir.path().join("web.csv")]);
