@@ -246,3 +246,83 @@ fn bad_policy_gives_a_clear_error() {
         .failure()
         .stderr(predicate::str::contains("/nonexistent/policy.yaml"));
 }
+
+#[test]
+fn prometheus_flags_are_refused_where_they_make_no_sense() {
+    // Demand from a trace or from Prometheus, not both.
+    tideshift()
+        .args([
+            "simulate",
+            "--prometheus",
+            "http://127.0.0.1:9",
+            "--trace",
+            "t.csv",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot be used with"));
+    // --since, --step and --save-traces only mean something with --prometheus.
+    for flag in [
+        ["--since", "3d"],
+        ["--step", "1m"],
+        ["--save-traces", "dir"],
+    ] {
+        tideshift()
+            .arg("simulate")
+            .args(flag)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("--prometheus <URL>"));
+    }
+    // Checked before any request is sent.
+    tideshift()
+        .args([
+            "simulate",
+            "--prometheus",
+            "http://127.0.0.1:9",
+            "--since",
+            "1d",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "--since 1d: simulate needs at least 2d",
+        ));
+    tideshift()
+        .args([
+            "simulate",
+            "--prometheus",
+            "http://127.0.0.1:9",
+            "--step",
+            "1500ms",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "--step 1s500ms: write a whole number",
+        ));
+    tideshift()
+        .args(["simulate", "--prometheus", "127.0.0.1:9090"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "must start with http:// or https://",
+        ));
+    // A policy simulate cannot run fails before Prometheus is asked (none listens here).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("minimal.yaml");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/minimal.yaml"),
+        &policy,
+    )
+    .expect("copy the minimal policy");
+    tideshift()
+        .args(["simulate", "--prometheus", "http://127.0.0.1:9", "--policy"])
+        .arg(&policy)
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("spec.capacity.memory")
+                .and(predicate::str::contains("attempt").not()),
+        );
+}

@@ -15,7 +15,7 @@ use super::{Context, run_controllers};
 use crate::actuate::kubernetes::KubeActuator;
 use crate::cli::CliResult;
 use crate::policy::PolicyDuration;
-use crate::source::prometheus::{PrometheusConfig, PrometheusSource};
+use crate::source::prometheus::{PrometheusClientArgs, PrometheusSource};
 use crate::telemetry::{Health, Metrics};
 
 #[derive(Debug, clap::Args)]
@@ -23,15 +23,8 @@ pub struct RunArgs {
     /// Prometheus base URL, e.g. http://prometheus:9090.
     #[arg(long, env = "TIDESHIFT_PROMETHEUS_URL")]
     pub prometheus_url: String,
-    /// File holding a bearer token for Prometheus (read on every request; never logged).
-    #[arg(long, env = "TIDESHIFT_PROMETHEUS_TOKEN_FILE")]
-    pub prometheus_token_file: Option<PathBuf>,
-    /// PEM file of the CA that signed Prometheus's certificate.
-    #[arg(long, env = "TIDESHIFT_PROMETHEUS_CA_FILE")]
-    pub prometheus_ca_file: Option<PathBuf>,
-    /// Timeout of one Prometheus request.
-    #[arg(long, env = "TIDESHIFT_PROMETHEUS_TIMEOUT", default_value = "10s")]
-    pub prometheus_timeout: PolicyDuration,
+    #[command(flatten)]
+    pub prometheus: PrometheusClientArgs,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "TIDESHIFT_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -137,10 +130,7 @@ async fn run_daemon(args: RunArgs) -> CliResult {
         return Err("--renew-deadline must be shorter than --lease-duration".into());
     }
     let client = kube_client(&args).await?;
-    let mut prometheus = PrometheusConfig::new(args.prometheus_url.clone());
-    prometheus.token_file = args.prometheus_token_file.clone();
-    prometheus.ca_file = args.prometheus_ca_file.clone();
-    prometheus.timeout = args.prometheus_timeout.0;
+    let prometheus = args.prometheus.config(&args.prometheus_url);
     let source = Arc::new(PrometheusSource::new(prometheus)?);
     let actuator = Arc::new(KubeActuator::new(client.clone(), args.conflict_hold.0));
     let metrics = Metrics::new();

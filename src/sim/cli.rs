@@ -1,6 +1,7 @@
 //! `tideshift simulate`: rehearse a policy on past or synthetic demand and compare it with a
 //! static split, the HPA, and an oracle, in one run.
 
+use std::error::Error;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,10 +13,11 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::CliResult;
 use crate::policy::PolicyDuration;
+use crate::source::prometheus::PrometheusClientArgs;
 
 use super::report::Report;
 use super::scenario::Scenario;
-use super::{inputs, plot, run_all, synth};
+use super::{history, inputs, plot, run_all, synth};
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -31,6 +33,31 @@ pub struct SimulateArgs {
     /// the named one (repeatable). Default: the bundled synthetic trace.
     #[arg(long = "trace", value_name = "[NAME=]FILE")]
     pub traces: Vec<String>,
+    /// Read each online workload's `demand.query` from this Prometheus instead of a trace,
+    /// over the last --since, with the daemon's client (chunking, retries, bearer token, CA).
+    #[arg(
+        long = "prometheus",
+        alias = "prometheus-url",
+        value_name = "URL",
+        conflicts_with = "traces"
+    )]
+    pub prometheus_url: Option<String>,
+    /// With --prometheus: how much history to read, ending now.
+    #[arg(
+        long,
+        default_value = "14d",
+        value_name = "DURATION",
+        requires = "prometheus_url"
+    )]
+    pub since: PolicyDuration,
+    /// With --prometheus: the step of the history read (default: the policy's forecast.step,
+    /// what the daemon reads).
+    #[arg(long, value_name = "DURATION", requires = "prometheus_url")]
+    pub step: Option<PolicyDuration>,
+    /// With --prometheus: also write the history read as DIR/NAME.csv per online workload, to
+    /// replay it later with --trace NAME=DIR/NAME.csv.
+    #[arg(long, value_name = "DIR", requires = "prometheus_url")]
+    pub save_traces: Option<PathBuf>,
     /// Print the results as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -43,6 +70,9 @@ pub struct SimulateArgs {
     /// Seed of the bundled synthetic trace.
     #[arg(long, default_value_t = synth::DEFAULT_SEED)]
     pub seed: u64,
+    // Last: a help heading applies to every flag after it.
+    #[command(flatten, next_help_heading = "Prometheus client (with --prometheus)")]
+    pub prometheus: PrometheusClientArgs,
 }
 
 pub fn run(args: SimulateArgs) -> CliResult {
@@ -60,7 +90,10 @@ pub fn run(args: SimulateArgs) -> CliResult {
         )
         .into());
     }
-    let inputs = inputs::resolve(args.policy.as_deref(), &args.traces, args.seed)?;
+    let inputs = match &args.prometheus_url {
+        Some(url) => from_prometheus(&args, url)?,
+        None => inputs::resolve(args.policy.as_deref(), &args.traces, args.seed)?,
+    };
     let scenario = Scenario::new(
         &inputs.policy,
         inputs.demand,
@@ -76,19 +109,14 @@ pub fn run(args: SimulateArgs) -> CliResult {
     );
 
     let strategy_count = super::strategies(&scenario).len() as u64;
-    let bar = progress_bar(scenario.ticks() * strategy_count);
-    let shown = AtomicBool::new(false);
-    let progress = |ticks: u64| {
-        if !shown.load(Ordering::Relaxed) && started.elapsed() > Duration::from_secs(1) {
-            shown.store(true, Ordering::Relaxed);
-            if std::io::stderr().is_terminal() {
-                bar.set_draw_target(ProgressDrawTarget::stderr());
-            }
-        }
-        bar.inc(ticks);
-    };
-    let outcomes = run_all(&scenario, &super::timeline_plan(&scenario), &progress);
-    bar.finish_and_clear();
+    let progress = Progress::new(
+        "simulating {bar:40} {percent:>3}% (eta {eta})",
+        scenario.ticks() * strategy_count,
+    );
+    let outcomes = run_all(&scenario, &super::timeline_plan(&scenario), &|ticks| {
+        progress.inc(ticks)
+    });
+    progress.finish();
 
     let report = Report {
         scenario: &scenario,
@@ -112,11 +140,93 @@ pub fn run(args: SimulateArgs) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-fn progress_bar(total: u64) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
-    if let Ok(style) = ProgressStyle::with_template("simulating {bar:40} {percent:>3}% (eta {eta})")
-    {
-        bar.set_style(style);
+/// Each online workload's history from Prometheus, as traces (`history.rs`).
+fn from_prometheus(
+    args: &SimulateArgs,
+    url: &str,
+) -> Result<inputs::Inputs, Box<dyn Error + Send + Sync>> {
+    let (policy, policy_origin) = inputs::load_policy(args.policy.as_deref())?;
+    // A policy that cannot be simulated fails now, not after minutes of reading.
+    Scenario::workloads(&policy).map_err(|e| format!("policy {policy_origin}: {e}"))?;
+    let step = match args.step {
+        Some(step) if step.0.subsec_nanos() != 0 || step.as_secs() == 0 => {
+            return Err(
+                format!("--step {step}: write a whole number of seconds, at least 1s").into(),
+            );
+        }
+        Some(step) => Some(step.as_secs() as i64),
+        None => None,
+    };
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| format!("the clock is before 1970: {e}"))?
+        .as_secs() as i64;
+    let plan = history::plan(
+        &policy,
+        &history::HistoryRequest {
+            url: url.to_string(),
+            client: args.prometheus.clone(),
+            since: args.since.as_secs() as i64,
+            step,
+            until,
+        },
+    )?;
+    let progress = Progress::new(
+        "reading history from Prometheus {bar:40} {percent:>3}% (eta {eta})",
+        plan.points(),
+    );
+    let reading = Instant::now();
+    let histories = plan.fetch(&|points| progress.inc(points));
+    progress.finish();
+    let histories = histories?;
+    tracing::info!(
+        workloads = histories.len(),
+        points = plan.points(),
+        seconds = reading.elapsed().as_secs_f64(),
+        "read the demand history from Prometheus"
+    );
+    if let Some(dir) = &args.save_traces {
+        for file in history::save(dir, &histories)? {
+            eprintln!("saved {}", file.display());
+        }
     }
-    bar
+    let source = plan.describe(&histories);
+    let traces: Vec<_> = histories.into_iter().map(|h| Some(h.trace)).collect();
+    Ok(inputs::from_traces(policy, policy_origin, &traces, source))
+}
+
+/// A progress bar on stderr that appears only once its work has taken more than a second, and
+/// only on a terminal.
+struct Progress {
+    bar: ProgressBar,
+    started: Instant,
+    shown: AtomicBool,
+}
+
+impl Progress {
+    fn new(template: &str, total: u64) -> Self {
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style);
+        }
+        Self {
+            bar,
+            started: Instant::now(),
+            shown: AtomicBool::new(false),
+        }
+    }
+
+    fn inc(&self, done: u64) {
+        if !self.shown.load(Ordering::Relaxed) && self.started.elapsed() > Duration::from_secs(1) {
+            self.shown.store(true, Ordering::Relaxed);
+            if std::io::stderr().is_terminal() {
+                self.bar.set_draw_target(ProgressDrawTarget::stderr());
+            }
+        }
+        self.bar.inc(done);
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
 }

@@ -6,7 +6,9 @@
 //!   refund shapes for the first three online workloads; any further ones get no demand);
 //! - `--trace FILE`: the first online workload; the others get no demand (they stay at
 //!   `replicas.min`);
-//! - `--trace NAME=FILE` (repeatable): that workload; workloads without one get no demand.
+//! - `--trace NAME=FILE` (repeatable): that workload; workloads without one get no demand;
+//! - `--prometheus URL`: every online workload, its `demand.query` read from Prometheus
+//!   (`history.rs`), as if each had a trace.
 //!
 //! Trace values are in the workload's demand unit (what `perReplica` is written in). The
 //! forecaster's step is the policy's `forecast.step`, or the coarsest trace's step when that
@@ -15,7 +17,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::policy::{self, PolicyError, ShiftPolicy};
-use crate::source::trace::{self, TraceError};
+use crate::source::trace::{self, Trace, TraceError};
 
 use super::demand::Demand;
 use super::synth;
@@ -127,6 +129,24 @@ pub fn resolve(
             None => None,
         });
     }
+    let source = files
+        .iter()
+        .zip(&names)
+        .filter_map(|(f, n)| f.as_ref().map(|f| format!("{n}={}", f.display())))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(from_traces(policy, policy_origin, &traces, source))
+}
+
+/// Inputs from one trace (or none) per online workload, in policy order: CSV files, or the
+/// history read from Prometheus, alike.
+pub fn from_traces(
+    policy: ShiftPolicy,
+    policy_origin: String,
+    traces: &[Option<Trace>],
+    source: String,
+) -> Inputs {
+    let policy_step = (policy.spec.forecast.step.as_secs() as i64).max(1);
     let coarsest = traces
         .iter()
         .flatten()
@@ -138,17 +158,11 @@ pub fn resolve(
         .iter()
         .map(|t| t.as_ref().map(|t| Demand::from_trace(t, forecast_step)))
         .collect();
-    let source = files
-        .iter()
-        .zip(&names)
-        .filter_map(|(f, n)| f.as_ref().map(|f| format!("{n}={}", f.display())))
-        .collect::<Vec<_>>()
-        .join(", ");
-    Ok(Inputs {
+    Inputs {
         policy,
         policy_origin,
         demand,
         forecast_step,
         source,
-    })
+    }
 }

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cluster;
 pub mod demand;
 pub mod engine;
+pub mod history;
 pub mod inputs;
 pub mod plot;
 pub mod report;

@@ -10,6 +10,9 @@ use super::demand::Demand;
 /// step the simulated clock takes.
 pub const HPA_SYNC_SECONDS: i64 = 15;
 
+/// The least demand a simulation runs on: a warm-up to learn from, then the scored window.
+pub const MIN_DEMAND_SECONDS: i64 = 2 * 86_400;
+
 #[derive(Clone, Debug)]
 pub struct OnlineSpec {
     pub name: String,
@@ -75,15 +78,11 @@ fn gcd(a: i64, b: i64) -> i64 {
 }
 
 impl Scenario {
-    /// `warmup`: seconds at the start of the demand that strategies see but that are not
-    /// scored (the forecaster's first history, the static split's sizing week). Shortened to
-    /// half of the demand when the demand is shorter than twice that.
-    pub fn new(
+    /// What a simulation needs of the policy besides demand (capacity, pod requests), checked
+    /// before any demand is read: the capacity, the online and the offline workloads.
+    pub fn workloads(
         policy: &ShiftPolicy,
-        demand: Vec<Option<Demand>>,
-        forecast_step: i64,
-        warmup: i64,
-    ) -> Result<Self, ScenarioError> {
+    ) -> Result<(Resources, Vec<OnlineSpec>, Vec<OfflineSpec>), ScenarioError> {
         let spec = &policy.spec;
         let capacity = Resources {
             cpu: spec
@@ -170,6 +169,20 @@ impl Scenario {
                 });
             }
         }
+        Ok((capacity, online, offline))
+    }
+
+    /// `warmup`: seconds at the start of the demand that strategies see but that are not
+    /// scored (the forecaster's first history, the static split's sizing week). Shortened to
+    /// half of the demand when the demand is shorter than twice that.
+    pub fn new(
+        policy: &ShiftPolicy,
+        demand: Vec<Option<Demand>>,
+        forecast_step: i64,
+        warmup: i64,
+    ) -> Result<Self, ScenarioError> {
+        let spec = &policy.spec;
+        let (capacity, online, offline) = Self::workloads(policy)?;
 
         let mut start = i64::MIN;
         let mut end = i64::MAX;
@@ -198,7 +211,7 @@ impl Scenario {
             ));
         }
         let covered = end - start;
-        if covered < 2 * 86_400 {
+        if covered < MIN_DEMAND_SECONDS {
             return Err(ScenarioError::TooShort {
                 covered: humantime::format_duration(std::time::Duration::from_secs(covered as u64))
                     .to_string(),

@@ -5,6 +5,8 @@
 //!   refuses more than 11,000 points per series in one query.
 //! - History is cached per (query, step): a cycle asks only for the points after the cached
 //!   ones (plus a few recent ones again, whose rate windows may have been incomplete).
+//!   `history` reads a whole range the same way without the cache, and says which series the
+//!   query returned (`tideshift simulate --prometheus`).
 //! - `NaN`, `±Inf` and negative values become gaps (`NaN`): demand is a finite, non-negative
 //!   amount and anything else is unusable rather than a reason to scale.
 //! - A query that yields several series now is an error naming the query: summing them would
@@ -17,7 +19,7 @@
 //! - The bearer token is read from its file on every request (projected tokens rotate) and is
 //!   never logged.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -28,6 +30,7 @@ use serde::Deserialize;
 
 use super::{DemandSource, ParseError, Sample, SourceError, align_down, grid_len};
 use crate::forecast::Series;
+use crate::policy::PolicyDuration;
 
 /// Prometheus's own limit is 11,000 points per series per query; stay clear of it.
 pub const DEFAULT_MAX_POINTS: usize = 10_000;
@@ -69,6 +72,36 @@ impl PrometheusConfig {
             backoff: Duration::from_millis(200),
             max_points: DEFAULT_MAX_POINTS,
         }
+    }
+}
+
+/// How to reach Prometheus besides its URL: the flags `tideshift run` and `tideshift simulate
+/// --prometheus` share, so a rehearsal reads history exactly as the daemon would.
+#[derive(Clone, Debug, clap::Args)]
+pub struct PrometheusClientArgs {
+    /// File holding a bearer token for Prometheus (read on every request; never logged).
+    #[arg(long, env = "TIDESHIFT_PROMETHEUS_TOKEN_FILE", value_name = "FILE")]
+    pub prometheus_token_file: Option<PathBuf>,
+    /// PEM file of the CA that signed Prometheus's certificate.
+    #[arg(long, env = "TIDESHIFT_PROMETHEUS_CA_FILE", value_name = "FILE")]
+    pub prometheus_ca_file: Option<PathBuf>,
+    /// Timeout of one Prometheus request.
+    #[arg(
+        long,
+        env = "TIDESHIFT_PROMETHEUS_TIMEOUT",
+        default_value = "10s",
+        value_name = "DURATION"
+    )]
+    pub prometheus_timeout: PolicyDuration,
+}
+
+impl PrometheusClientArgs {
+    pub fn config(&self, url: &str) -> PrometheusConfig {
+        let mut config = PrometheusConfig::new(url);
+        config.token_file = self.prometheus_token_file.clone();
+        config.ca_file = self.prometheus_ca_file.clone();
+        config.timeout = self.prometheus_timeout.0;
+        config
     }
 }
 
@@ -341,8 +374,38 @@ pub fn one_series<T>(
     Ok(items.into_iter().next())
 }
 
+/// One chunk of a range query on the grid, with what the grid alone does not tell: which
+/// series the answer held and at how many points several of them overlapped (those points
+/// are gaps in `values`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GridChunk {
+    pub values: Vec<f64>,
+    pub labels: Vec<BTreeMap<String, String>>,
+    pub overlaps: usize,
+}
+
 /// One chunk of a range query, from response body to grid values: what `range` does with
 /// each answer, as a pure function so the fuzzer (`fuzz/`) runs exactly the daemon's code.
+pub fn chunk_from_body(
+    query: &str,
+    body: &[u8],
+    start: i64,
+    step: i64,
+    len: usize,
+) -> Result<GridChunk, SourceError> {
+    let series = parse_matrix(body).map_err(|cause| SourceError::Parse {
+        query: query.to_string(),
+        cause,
+    })?;
+    let (values, overlaps) = merge_to_grid(&series, start, step, len);
+    Ok(GridChunk {
+        values,
+        labels: series.into_iter().map(|s| s.labels).collect(),
+        overlaps,
+    })
+}
+
+/// [`chunk_from_body`]'s grid values, warning when several series overlapped.
 pub fn grid_from_body(
     query: &str,
     body: &[u8],
@@ -350,22 +413,37 @@ pub fn grid_from_body(
     step: i64,
     len: usize,
 ) -> Result<Vec<f64>, SourceError> {
-    let series = parse_matrix(body).map_err(|cause| SourceError::Parse {
-        query: query.to_string(),
-        cause,
-    })?;
-    let (values, overlaps) = merge_to_grid(&series, start, step, len);
+    let chunk = chunk_from_body(query, body, start, step, len)?;
+    warn_overlaps(query, &chunk.labels, chunk.overlaps);
+    Ok(chunk.values)
+}
+
+fn warn_overlaps(query: &str, labels: &[BTreeMap<String, String>], overlaps: usize) {
     if overlaps > 0 {
-        let labels: Vec<BTreeMap<String, String>> =
-            series.iter().map(|s| s.labels.clone()).collect();
         tracing::warn!(
             query,
             points = overlaps,
-            series = %describe_labels(&labels),
+            series = %describe_labels(labels),
             "several series at the same time in history; those points are gaps"
         );
     }
-    Ok(values)
+}
+
+/// A whole range query's answer: the grid the daemon reads, every distinct label set the
+/// query returned over the range (none, one, or several), and the points where several series
+/// overlapped (gaps in `series`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RangeAnswer {
+    pub series: Series,
+    pub labels: Vec<BTreeMap<String, String>>,
+    pub overlaps: usize,
+}
+
+impl RangeAnswer {
+    /// The label sets, as an error message shows them (the first three).
+    pub fn describe_labels(&self) -> String {
+        describe_labels(&self.labels)
+    }
 }
 
 /// An instant query's answer as the latest sample: what `latest` does with the response body.
@@ -576,8 +654,31 @@ impl PrometheusSource {
         end: i64,
         step: i64,
     ) -> Result<Series, SourceError> {
+        let answer = self.history(query, start, end, step, &|_| {}).await?;
+        warn_overlaps(query, &answer.labels, answer.overlaps);
+        Ok(answer.series)
+    }
+
+    /// A whole history in one go: the grid `align_down(start), ... <= align_down(end)` in
+    /// chunks of at most `max_points` points, one request after the other, not cached, with
+    /// the label sets the query returned, so that a caller can tell no series from one from
+    /// several. `progress` gets the grid points of each chunk as it arrives. The daemon's
+    /// `range` reads through it; `tideshift simulate --prometheus` calls it directly.
+    pub async fn history(
+        &self,
+        query: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<RangeAnswer, SourceError> {
+        check_step(query, step)?;
+        let start = align_down(start, step);
+        let end = align_down(end, step);
         let len = grid_len(start, end, step);
         let mut values = Vec::with_capacity(len);
+        let mut labels: BTreeSet<BTreeMap<String, String>> = BTreeSet::new();
+        let mut overlaps = 0;
         let chunk_points = self.config.max_points.max(1) as i64;
         let mut chunk_start = start;
         while chunk_start <= end {
@@ -593,16 +694,19 @@ impl PrometheusSource {
                     ],
                 )
                 .await?;
-            values.extend(grid_from_body(
-                query,
-                &body,
-                chunk_start,
-                step,
-                grid_len(chunk_start, chunk_end, step),
-            )?);
+            let chunk_len = grid_len(chunk_start, chunk_end, step);
+            let chunk = chunk_from_body(query, &body, chunk_start, step, chunk_len)?;
+            values.extend(chunk.values);
+            overlaps += chunk.overlaps;
+            labels.extend(chunk.labels);
+            progress(chunk_len as u64);
             chunk_start = chunk_end + step;
         }
-        Ok(Series::new(start, step, values))
+        Ok(RangeAnswer {
+            series: Series::new(start, step, values),
+            labels: labels.into_iter().collect(),
+            overlaps,
+        })
     }
 
     async fn cached_range(
@@ -659,6 +763,16 @@ impl PrometheusSource {
     }
 }
 
+fn check_step(query: &str, step: i64) -> Result<(), SourceError> {
+    if step <= 0 {
+        return Err(SourceError::Config {
+            what: format!("range query {query:?}"),
+            cause: format!("step must be positive, got {step}"),
+        });
+    }
+    Ok(())
+}
+
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
@@ -679,12 +793,7 @@ impl DemandSource for PrometheusSource {
         step: i64,
     ) -> BoxFuture<'a, Result<Series, SourceError>> {
         async move {
-            if step <= 0 {
-                return Err(SourceError::Config {
-                    what: format!("range query {query:?}"),
-                    cause: format!("step must be positive, got {step}"),
-                });
-            }
+            check_step(query, step)?;
             self.cached_range(query, start, end, step).await
         }
         .boxed()
@@ -937,6 +1046,40 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("\"third\""));
+    }
+
+    #[tokio::test]
+    async fn a_whole_history_is_read_in_chunks_with_its_labels_and_not_cached() {
+        let fake = Fake::default();
+        let url = serve(fake.clone()).await;
+        let mut config = PrometheusConfig::new(url);
+        config.max_points = 1_000;
+        let source = PrometheusSource::new(config).unwrap();
+        let progress = AtomicUsize::new(0);
+        // Unaligned ends are rounded down to the grid, as `range` does.
+        let answer = source
+            .history("demand", 30, 2_500 * 60 + 59, 60, &|points| {
+                progress.fetch_add(points as usize, Ordering::SeqCst);
+            })
+            .await
+            .unwrap();
+        assert_eq!(answer.series.start, 0);
+        assert_eq!(answer.series.values.len(), 2_501);
+        assert_eq!(answer.series.values[2_500], 2_500.0);
+        assert_eq!(
+            answer.labels,
+            vec![BTreeMap::new()],
+            "one series, no labels"
+        );
+        assert_eq!(answer.overlaps, 0);
+        assert_eq!(fake.requests.load(Ordering::SeqCst), 3);
+        assert!(fake.max_points_seen.load(Ordering::SeqCst) <= 1_000);
+        assert_eq!(progress.load(Ordering::SeqCst), 2_501);
+        assert!(source.lock_cache().is_empty());
+        assert!(matches!(
+            source.history("demand", 0, 60, 0, &|_| {}).await,
+            Err(SourceError::Config { .. })
+        ));
     }
 
     #[tokio::test]
