@@ -5,8 +5,8 @@
 #
 #   docker build -t tideshift/tideshift:0.1.0 .
 #
-# tests/chart/run executes the `cargo build` command below verbatim (no Docker engine runs in the
-# project's CI), so the binary this image ships is the one the tests build.
+# tests/chart/run runs the `cargo build` command below (no Docker engine runs in the project's
+# CI): in the dev profile by default, verbatim with TIDESHIFT_CHART_RELEASE_BUILD=1.
 
 ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-bookworm AS builder

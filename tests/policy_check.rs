@@ -1,8 +1,8 @@
 //! `tideshift check` on good and bad policy files: every file in `policies/` passes; every bad
-//! fixture fails fast with one line that names the file and the problem.
+//! fixture fails with one line that names the file and the problem.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use assert_cmd::Command;
 use proptest::prelude::*;
@@ -18,22 +18,21 @@ fn bad(name: &str) -> PathBuf {
 struct Outcome {
     code: Option<i32>,
     stdout: String,
-    elapsed: Duration,
 }
 
 fn check(args: &[&Path]) -> Outcome {
-    let started = Instant::now();
     let output = Command::cargo_bin("tideshift")
         .unwrap()
         .arg("check")
         .args(args)
+        // Only so that a hang fails the test instead of stalling the suite; how fast a check
+        // is gets measured, not asserted (docs/policy.md).
         .timeout(Duration::from_secs(20))
         .output()
         .unwrap();
     Outcome {
         code: output.status.code(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        elapsed: started.elapsed(),
     }
 }
 
@@ -143,7 +142,7 @@ fn every_example_policy_passes() {
 }
 
 #[test]
-fn every_bad_class_fails_fast_with_one_line_naming_the_problem() {
+fn every_bad_class_fails_with_one_line_naming_the_problem() {
     for (name, words) in BAD {
         let path = bad(name);
         assert!(path.exists(), "missing fixture {name}");
@@ -159,11 +158,6 @@ fn every_bad_class_fails_fast_with_one_line_naming_the_problem() {
         for word in *words {
             assert!(line.contains(word), "{name}: {word:?} missing in {line}");
         }
-        assert!(
-            outcome.elapsed < Duration::from_secs(1),
-            "{name} took {:?}",
-            outcome.elapsed
-        );
     }
 }
 
@@ -205,11 +199,6 @@ fn huge_file_is_refused_without_reading_it_all() {
     let outcome = check(&[&path]);
     assert_eq!(outcome.code, Some(1));
     assert!(outcome.stdout.contains("larger than"), "{}", outcome.stdout);
-    assert!(
-        outcome.elapsed < Duration::from_secs(1),
-        "{:?}",
-        outcome.elapsed
-    );
 }
 
 #[test]

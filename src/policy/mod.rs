@@ -3,6 +3,7 @@
 pub mod check;
 pub mod events;
 pub mod load;
+mod prescan;
 pub mod spec;
 pub mod units;
 pub mod validate;
