@@ -98,7 +98,9 @@ impl Layout {
             .max(recent_block * recent_blocks)
             .max(2 * main_period);
         for w in &windows {
-            lookback = lookback.max(w.period + (-w.first) as usize + 1);
+            // The window reads `t - period + j` for `j` in `first..=last`; `first` is 1 when the
+            // horizon is a single step.
+            lookback = lookback.max((w.period as i64 - w.first + 1).max(1) as usize);
         }
         let mut features = 1 + raw_lags + recent_blocks + 1;
         for w in &windows {
