@@ -139,7 +139,7 @@ impl Metrics {
         );
         let forecast_trusted = gauge(
             "tideshift_forecast_trusted",
-            "1 when the plan used the forecast; 0 when the workload was sized on observed demand (fallback, stale, or a band the demand keeps breaking)",
+            "1 when the plan used the forecast; 0 when the workload was sized on observed demand (an unchecked fallback, or a band the demand keeps breaking)",
             WORKLOAD_LABELS,
         );
         let forecast_method = gauge(

@@ -3,7 +3,7 @@
 //! that memory, stabilization and the scale-down rate are exercised too.
 
 use proptest::prelude::*;
-use tideshift::forecast::{Forecast, ForecastMethod};
+use tideshift::forecast::{Forecast, ForecastMethod, RecentAccuracy};
 use tideshift::plan::{
     ACTUATION_ALLOWANCE_SECS, OfflineState, OnlineState, Plan, PlanInput, PlanMemory, Resources,
     WorkloadClass, plan, scale_down_allowance,
@@ -65,6 +65,28 @@ struct Seen {
     /// Upper band in units of the workload's scale; `None` = missing forecast.
     upper: Option<Vec<f64>>,
     observed: Option<f64>,
+    trust: Trust,
+}
+
+/// What the forecaster and the daemon's record say about a forecast.
+#[derive(Clone, Debug)]
+enum Trust {
+    /// A checked method, not judged on demand yet.
+    Checked,
+    /// An unchecked fallback: never planned on.
+    Fallback,
+    /// Judged on `points` observed demands, `missed` of them above the band.
+    Judged { points: usize, missed: usize },
+}
+
+/// The planner's trust gate, restated: a fallback, or more than a quarter of at least 8 judged
+/// points above the band.
+fn distrusted(trust: &Trust) -> bool {
+    match *trust {
+        Trust::Checked => false,
+        Trust::Fallback => true,
+        Trust::Judged { points, missed } => points >= 8 && missed * 4 > points,
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -153,17 +175,31 @@ fn seen() -> impl Strategy<Value = Seen> {
         ],
         0..12,
     );
+    let trust = prop_oneof![
+        6 => Just(Trust::Checked),
+        1 => Just(Trust::Fallback),
+        3 => (0usize..20, 0usize..20).prop_map(|(points, missed)| Trust::Judged {
+            points,
+            missed: missed.min(points),
+        }),
+    ];
     (
         prop::option::weighted(0.8, band),
         prop::option::weighted(0.7, 0.0f64..20_000.0),
+        trust,
     )
-        .prop_map(|(upper, observed)| Seen { upper, observed })
+        .prop_map(|(upper, observed, trust)| Seen {
+            upper,
+            observed,
+            trust,
+        })
 }
 
 fn cycle() -> impl Strategy<Value = Cycle> {
     (
         0i64..3,
-        -90i64..30,
+        // Mostly a little late or early; sometimes stale (made from demand long past).
+        prop_oneof![9 => -90i64..30, 1 => -1_000i64..-200],
         prop::collection::vec(seen(), 3),
         0u8..3,
     )
@@ -239,8 +275,28 @@ fn forecast(start: i64, upper: &[f64]) -> Forecast {
 }
 
 /// The need computed from the rules, independently of the planner's code.
-fn reference_need(g: &OnlineGen, interval: u64, now: i64, seen: &OnlineState) -> Option<u32> {
+fn reference_need(
+    g: &OnlineGen,
+    interval: u64,
+    now: i64,
+    seen: &OnlineState,
+    trust: &Trust,
+) -> Option<u32> {
     let f = seen.forecast.as_ref()?;
+    let stale = now - f.start > 2 * 60i64.max(interval as i64);
+    if stale {
+        return None;
+    }
+    let replicas = |demand: f64| {
+        let raw = (demand * (1.0 + g.headroom) / g.per_replica - 1e-9)
+            .ceil()
+            .max(0.0) as u32;
+        raw.clamp(g.min, g.min + g.span)
+    };
+    if distrusted(trust) {
+        // Sized on observed demand alone.
+        return seen.observed_demand.map(replicas);
+    }
     let lead = g.startup as i64 + interval as i64 + ACTUATION_ALLOWANCE_SECS;
     let mut peak: Option<f64> = None;
     for (i, v) in f.upper.iter().enumerate() {
@@ -250,11 +306,7 @@ fn reference_need(g: &OnlineGen, interval: u64, now: i64, seen: &OnlineState) ->
         }
     }
     let peak = peak?;
-    let demand = peak.max(seen.observed_demand.unwrap_or(0.0));
-    let raw = (demand * (1.0 + g.headroom) / g.per_replica - 1e-9)
-        .ceil()
-        .max(0.0) as u32;
-    Some(raw.clamp(g.min, g.min + g.span))
+    Some(replicas(peak.max(seen.observed_demand.unwrap_or(0.0))))
 }
 
 fn used(plan: &Plan, input: &PlanInput, hold_online: bool) -> Resources {
@@ -319,10 +371,23 @@ fn run(g: &PolicyGen, cycles: &[Cycle], start_online: &[u32]) -> Result<(), Test
                         name: format!("online-{i}"),
                         forecast: s.upper.as_ref().map(|u| {
                             let scaled: Vec<f64> = u.iter().map(|v| v * o.scale).collect();
-                            forecast(now + c.offset, &scaled)
+                            let mut f = forecast(now + c.offset, &scaled);
+                            if let Trust::Fallback = s.trust {
+                                f.method = ForecastMethod::Fallback {
+                                    reason: "too short".into(),
+                                };
+                            }
+                            f
                         }),
                         observed_demand: s.observed.map(|v| v * o.scale),
-                        accuracy: None,
+                        accuracy: match s.trust {
+                            Trust::Judged { points, missed } => Some(RecentAccuracy {
+                                points,
+                                missed,
+                                error: None,
+                            }),
+                            _ => None,
+                        },
                         current: online_current[i],
                         pod: o.pod,
                     }
@@ -419,7 +484,8 @@ fn run(g: &PolicyGen, cycles: &[Cycle], start_online: &[u32]) -> Result<(), Test
             .max_by_key(|&i| (g.online[i].priority, std::cmp::Reverse(i)))
             .expect("at least one online");
         for (i, o) in g.online.iter().enumerate() {
-            let Some(need) = reference_need(o, g.interval, now, &input.online[i]) else {
+            let trust = &c.seen[i].trust;
+            let Some(need) = reference_need(o, g.interval, now, &input.online[i], trust) else {
                 continue;
             };
             let others = g
@@ -464,7 +530,9 @@ fn run(g: &PolicyGen, cycles: &[Cycle], start_online: &[u32]) -> Result<(), Test
                     elapsed,
                     p
                 );
-                let window_usable = reference_need(o, g.interval, now, &input.online[i]).is_some();
+                let trust = &c.seen[i].trust;
+                let window_usable = !distrusted(trust)
+                    && reference_need(o, g.interval, now, &input.online[i], trust).is_some();
                 if !window_usable {
                     prop_assert!(desired >= last.min(max), "missing data lowered {}", i);
                     if !g.reactive {

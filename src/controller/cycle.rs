@@ -604,11 +604,10 @@ pub async fn run_cycle(
         env.metrics
             .forecast_trusted
             .with_label_values(&labels(env, &decision.name, "online"))
-            .set(if decision.untrusted.is_some() {
-                0.0
-            } else {
-                1.0
-            });
+            // 1 only when the plan was made on the forecast: an untrusted forecast, a stale one
+            // and no forecast at all are all 0 (a workload's peak comes from a planned-on
+            // forecast only).
+            .set(if decision.peak.is_some() { 1.0 } else { 0.0 });
         if let Some(why) = &decision.untrusted {
             report.untrusted.push((decision.name.clone(), why.clone()));
         }
@@ -637,7 +636,7 @@ pub async fn run_cycle(
                 desired: decision.desired,
                 reason: decision.reason.clone(),
                 forecast_method: forecast.map(|f| f.method.name()),
-                forecast_trusted: forecast.map(|_| decision.untrusted.is_none()),
+                forecast_trusted: forecast.map(|_| decision.peak.is_some()),
             });
         }
     }

@@ -24,24 +24,20 @@ pub const MIN_JUDGED_POINTS: usize = 8;
 /// demand broke at more than this share of the judged times is not planned on.
 pub const MAX_MISSED_SHARE: f64 = 0.25;
 
-/// Why a usable forecast should not be planned on, if it should not: the forecaster could not
-/// check it (a fallback), it is stale, or the demand keeps breaking its band. The workload is
-/// then sized on observed demand, never below its current replicas.
-pub(crate) fn distrust(
-    forecast: &Forecast,
-    accuracy: Option<&RecentAccuracy>,
-    now: i64,
-    interval: i64,
-) -> Option<String> {
+/// A forecast made from demand that ends more than `2 x max(step, interval, 60 s)` before now
+/// is stale: the demand since is unread, so it counts as missing data (`onMissingMetrics`),
+/// not as a forecast to judge.
+pub(crate) fn is_stale(forecast: &Forecast, now: i64, interval: i64) -> bool {
+    let stale_after = 2 * forecast.step.max(interval).max(60);
+    now.saturating_sub(forecast.start) > stale_after
+}
+
+/// Why a fresh forecast should not be planned on, if it should not: the forecaster could not
+/// check it (a fallback), or the demand keeps breaking its band. The workload is then sized on
+/// observed demand, never below its current replicas.
+pub(crate) fn distrust(forecast: &Forecast, accuracy: Option<&RecentAccuracy>) -> Option<String> {
     if let ForecastMethod::Fallback { reason } = &forecast.method {
         return Some(format!("unchecked fallback forecast ({reason})"));
-    }
-    let stale_after = 2 * forecast.step.max(interval).max(60);
-    let age = now.saturating_sub(forecast.start);
-    if age > stale_after {
-        return Some(format!(
-            "stale forecast: made from demand up to {age}s ago (more than {stale_after}s)"
-        ));
     }
     if let Some(judged) = accuracy
         && judged.points >= MIN_JUDGED_POINTS
@@ -195,13 +191,12 @@ pub(crate) fn decide<'a>(
         None => vec![(ctx.now, state.current.clamp(min, max))],
     };
 
-    let untrusted = state
+    let fresh = state
         .forecast
         .as_ref()
-        .and_then(|f| distrust(f, state.accuracy.as_ref(), ctx.now, ctx.interval));
-    let usable = state
-        .forecast
-        .as_ref()
+        .filter(|f| !is_stale(f, ctx.now, ctx.interval));
+    let untrusted = fresh.and_then(|f| distrust(f, state.accuracy.as_ref()));
+    let usable = fresh
         .filter(|_| untrusted.is_none())
         .and_then(|f| window_peak(f, ctx.now, lead).map(|peak| (f, peak)));
 

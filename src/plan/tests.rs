@@ -2,6 +2,7 @@
 
 use super::testutil::*;
 use super::*;
+use crate::forecast::{ForecastMethod, RecentAccuracy};
 
 fn desired(plan: &Plan, name: &str) -> u32 {
     plan.workload(name).expect("workload in plan").desired
@@ -345,5 +346,147 @@ fn same_input_same_plan() {
     assert_eq!(
         super::plan(&spec, &input, &memory),
         super::plan(&spec, &input, &memory)
+    );
+}
+
+/// `pay` with an observed demand of 1,000 (10 replicas) at 30 replicas and a flat forecast of
+/// 500 (5 replicas): trusted, the plan comes down toward 5; untrusted, it must not.
+fn trust_case(method: ForecastMethod, accuracy: Option<RecentAccuracy>) -> (Plan, PlanInput) {
+    let spec = spec();
+    let mut input = input(0, 100.0, (30, 500.0), (1, 0.0), (0, 0));
+    input.online[0].forecast.as_mut().expect("forecast").method = method;
+    input.online[0].observed_demand = Some(1_000.0);
+    input.online[0].accuracy = accuracy;
+    let memory = PlanMemory::default();
+    let (plan, _) = super::plan(&spec, &input, &memory);
+    (plan, input)
+}
+
+fn judged(points: usize, missed: usize) -> Option<RecentAccuracy> {
+    Some(RecentAccuracy {
+        points,
+        missed,
+        error: None,
+    })
+}
+
+#[test]
+fn an_unchecked_fallback_is_not_planned_on_and_never_scales_online_down() {
+    let (plan, _) = trust_case(
+        ForecastMethod::Fallback {
+            reason: "too short".into(),
+        },
+        None,
+    );
+    let pay = plan.workload("pay").expect("pay");
+    assert_eq!(pay.desired, 30, "{pay:?}");
+    assert!(
+        pay.untrusted
+            .as_deref()
+            .is_some_and(|u| u.contains("fallback")),
+        "{pay:?}"
+    );
+    assert!(pay.reason.contains("not planned on"), "{pay:?}");
+}
+
+#[test]
+fn a_checked_simple_method_is_trusted_and_planned_on() {
+    for method in [
+        ForecastMethod::SeasonalNaive {
+            reason: "held-out error".into(),
+        },
+        ForecastMethod::Naive {
+            reason: "held-out error".into(),
+        },
+        ForecastMethod::Regression,
+    ] {
+        let (plan, _) = trust_case(method.clone(), judged(20, 1));
+        let pay = plan.workload("pay").expect("pay");
+        assert!(pay.untrusted.is_none(), "{method:?}: {pay:?}");
+        // Planned on the forecast and the observed floor: a need of 10, held at 30 only by the
+        // stabilization window (an untrusted forecast's need would be the 30 it runs).
+        assert_eq!(pay.need, Some(10), "{method:?}: {pay:?}");
+    }
+}
+
+#[test]
+fn a_band_the_demand_keeps_breaking_is_not_planned_on() {
+    // 5 of 8 judged points above the band: more than a quarter.
+    let (plan, _) = trust_case(ForecastMethod::Regression, judged(8, 5));
+    let pay = plan.workload("pay").expect("pay");
+    assert_eq!(pay.desired, 30, "{pay:?}");
+    assert!(
+        pay.untrusted
+            .as_deref()
+            .is_some_and(|u| u.contains("5 of its last 8")),
+        "{pay:?}"
+    );
+    // A quarter exactly is still trusted, and so is any share over fewer than 8 points.
+    for accuracy in [judged(8, 2), judged(7, 7)] {
+        let (plan, _) = trust_case(ForecastMethod::Regression, accuracy);
+        let pay = plan.workload("pay").expect("pay");
+        assert!(pay.untrusted.is_none(), "{accuracy:?}: {pay:?}");
+    }
+}
+
+#[test]
+fn untrusted_sizing_follows_observed_demand_up() {
+    let spec = spec();
+    let mut input = input(0, 100.0, (5, 500.0), (1, 0.0), (0, 0));
+    input.online[0].forecast.as_mut().expect("forecast").method = ForecastMethod::Fallback {
+        reason: "too short".into(),
+    };
+    input.online[0].observed_demand = Some(2_000.0);
+    let (plan, _) = super::plan(&spec, &input, &PlanMemory::default());
+    assert_eq!(desired(&plan, "pay"), 20);
+}
+
+#[test]
+fn batch_grows_beside_an_untrusted_forecast_but_not_beside_missing_demand() {
+    let spec = spec();
+    // pay 10 replicas serving 1,000 (fallback forecast), refund 1: 89 cores free for batch.
+    let mut input = input(0, 100.0, (10, 1_000.0), (1, 0.0), (0, 0));
+    input.online[0].forecast.as_mut().expect("forecast").method = ForecastMethod::Fallback {
+        reason: "too short".into(),
+    };
+    input.online[0].observed_demand = Some(1_000.0);
+    let (plan, _) = super::plan(&spec, &input, &PlanMemory::default());
+    let batch = desired(&plan, "train") + desired(&plan, "report");
+    assert!(
+        batch > 0,
+        "untrusted online must not starve batch: {plan:?}"
+    );
+
+    input.online[0].forecast = None;
+    let (plan, _) = super::plan(&spec, &input, &PlanMemory::default());
+    assert_eq!(
+        desired(&plan, "train") + desired(&plan, "report"),
+        0,
+        "{plan:?}"
+    );
+    assert!(
+        plan.workload("train")
+            .expect("train")
+            .reason
+            .starts_with("holding: online demand unreadable"),
+        "{plan:?}"
+    );
+}
+
+#[test]
+fn a_stale_forecast_is_missing_data_not_an_untrusted_one() {
+    let spec = spec();
+    let mut input = input(4_000, 100.0, (20, 0.0), (1, 0.0), (0, 0));
+    input.online[0].forecast = Some(forecast(0, &[100.0; 100]));
+    let (plan, _) = super::plan(&spec, &input, &PlanMemory::default());
+    let pay = plan.workload("pay").expect("pay");
+    assert!(pay.untrusted.is_none(), "{pay:?}");
+    assert!(pay.reason.contains("missing"), "{pay:?}");
+    assert_eq!(pay.desired, 20);
+    // And batch waits, as for any missing demand.
+    assert_eq!(
+        desired(&plan, "train") + desired(&plan, "report"),
+        0,
+        "{plan:?}"
     );
 }

@@ -349,8 +349,9 @@ pub struct WorkloadStatus {
     /// `naive`, or `fallback` when no model could be checked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forecast_method: Option<String>,
-    /// Online only: false when the plan did not use the forecast (a fallback, stale, or a band
-    /// the demand keeps breaking) and sized the workload on observed demand instead.
+    /// Online only: false when the plan did not use the forecast: an unchecked fallback or a
+    /// band the demand keeps breaking (sized on observed demand instead), or a stale forecast
+    /// (held as missing data).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forecast_trusted: Option<bool>,
 }
