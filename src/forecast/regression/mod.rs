@@ -176,7 +176,7 @@ impl RegressionForecaster {
             .iter()
             .map(|s| {
                 (s.step == step)
-                    .then(|| prepare(s, layout.main_period, &events))
+                    .then(|| prepare(s, layout.main_period, &events, None))
                     .flatten()
             })
             .collect();
@@ -244,17 +244,31 @@ impl RegressionForecaster {
                 (Some(shared), Some((forecasts, block_of)), Some(p), Some(rows))
                     if reason.is_empty() =>
                 {
-                    let verdict = validation::judge(
+                    match validation::judge(
                         &samples, forecasts, block_of, rows, p, &layout, &judging,
-                    );
-                    Box::new(RegressionModel {
-                        band_scale: self.config.band_scale,
-                        shared: shared.clone(),
-                        offset: p.offset,
-                        history_max: highest(&s.values),
-                        verdict,
-                        fallback,
-                    })
+                    ) {
+                        Some(verdict) => Box::new(RegressionModel {
+                            band_scale: self.config.band_scale,
+                            shared: shared.clone(),
+                            offset: p.offset,
+                            history_max: highest(&s.values),
+                            verdict,
+                            fallback,
+                        }),
+                        None => match SeasonalNaiveModel::fit(
+                            s,
+                            spec,
+                            ForecastMethod::Fallback {
+                                reason: "no held-out origin to check the regression on".into(),
+                            },
+                        ) {
+                            Ok(unchecked) => Box::new(FallbackModel(unchecked)),
+                            Err(e) => {
+                                out.push(Err(e));
+                                continue;
+                            }
+                        },
+                    }
                 }
                 _ => Box::new(FallbackModel(fallback)),
             };
@@ -380,14 +394,17 @@ impl RegressionForecaster {
             let Some(p) = &prepared[*si] else { continue };
             let s = &histories[*si];
             let first_row = r;
+            let mut view = p.z.clone();
             for &t in origins {
-                let level = layout.level(&p.z, t);
+                p.view_at(t, &mut view);
+                let level = layout.level(&view, t);
                 row_origins.push(t);
                 let mut row = x.row_mut(r);
                 let row = row
                     .as_slice_mut()
                     .expect("rows of a standard-layout array are contiguous");
-                layout.row(&p.z, t, level, s.timestamp(t), events, row);
+                layout.row(&view, t, level, s.timestamp(t), events, row);
+                p.restore(t, &mut view);
                 for h in 0..horizon {
                     let idx = t + 1 + h;
                     // A gap inside the targets is fitted on its fill but never scored.
@@ -440,6 +457,21 @@ impl RegressionModel {
     }
 }
 
+impl RegressionModel {
+    /// Seasonal naive in place of the regression for this forecast, unchecked, saying why.
+    fn unchecked(
+        &self,
+        recent: &Series,
+        horizon: usize,
+        quantile: f64,
+        reason: String,
+    ) -> Result<Forecast, ForecastError> {
+        let mut forecast = self.fallback.predict(recent, horizon, quantile)?;
+        forecast.method = ForecastMethod::Fallback { reason };
+        Ok(forecast)
+    }
+}
+
 impl FittedModel for RegressionModel {
     fn predict(
         &self,
@@ -456,19 +488,16 @@ impl FittedModel for RegressionModel {
             )));
         }
         if recent.values.len() < layout.lookback {
-            return self
-                .fallback
-                .predict(recent, horizon, quantile)
-                .map(|mut f| {
-                    f.method = ForecastMethod::Fallback {
-                        reason: format!(
-                            "recent history has {} points, the regression needs {}",
-                            recent.values.len(),
-                            layout.lookback
-                        ),
-                    };
-                    f
-                });
+            return self.unchecked(
+                recent,
+                horizon,
+                quantile,
+                format!(
+                    "recent history has {} points, the regression needs {}",
+                    recent.values.len(),
+                    layout.lookback
+                ),
+            );
         }
         // Only the lookback matters; preparing more would cost time every cycle.
         let from = recent.values.len()
@@ -481,20 +510,22 @@ impl FittedModel for RegressionModel {
             recent.step,
             recent.values[from..].to_vec(),
         );
-        let Some(p) = prepare(&tail, layout.main_period, &self.shared.events) else {
+        let Some(p) = prepare(
+            &tail,
+            layout.main_period,
+            &self.shared.events,
+            Some(self.offset),
+        ) else {
             // The regression's whole lookback is a gap: seasonal naive walks further back.
-            return self
-                .fallback
-                .predict(recent, horizon, quantile)
-                .map(|mut f| {
-                    f.method = ForecastMethod::Fallback {
-                        reason: format!(
-                            "the last {} points, all the regression reads, are gaps",
-                            tail.values.len()
-                        ),
-                    };
-                    f
-                });
+            return self.unchecked(
+                recent,
+                horizon,
+                quantile,
+                format!(
+                    "the last {} points, all the regression reads, are gaps",
+                    tail.values.len()
+                ),
+            );
         };
         let t = p.z.len() - 1;
         let level = layout.level(&p.z, t);

@@ -16,6 +16,30 @@ pub(super) struct Prepared {
     pub offset: f64,
 }
 
+impl Prepared {
+    /// `z` as a forecast made at origin `t` sees it, written into `view` (a copy of `z`):
+    /// spikes are judged by the two points after them, so the last two points before an origin
+    /// are never cleaned, exactly as `predict` sees the newest two points of a live history.
+    /// Cleaning them with the values after `t` would let the held-out origins, and the rows
+    /// the model is fitted on, look at their own targets.
+    pub fn view_at(&self, t: usize, view: &mut [f64]) {
+        let from = t.saturating_sub(1);
+        for ((seen, &actual), &cleaned) in view[from..=t]
+            .iter_mut()
+            .zip(&self.actual[from..=t])
+            .zip(&self.z[from..=t])
+        {
+            *seen = if actual.is_finite() { actual } else { cleaned };
+        }
+    }
+
+    /// Undoes [`Prepared::view_at`] on `view`.
+    pub fn restore(&self, t: usize, view: &mut [f64]) {
+        let from = t.saturating_sub(1);
+        view[from..=t].copy_from_slice(&self.z[from..=t]);
+    }
+}
+
 /// Offset of the log transform: small against typical demand so seasonality stays
 /// multiplicative, but keeps zeros finite.
 fn log_offset(values: &[f64]) -> f64 {
@@ -78,9 +102,16 @@ fn clip_spikes(
     }
 }
 
-pub(super) fn prepare(series: &Series, period: usize, events: &EventIndex) -> Option<Prepared> {
+/// `offset`: the log offset of the fitted model when preparing a live history for it (the
+/// model's space must not move with the recent median); `None` when fitting.
+pub(super) fn prepare(
+    series: &Series,
+    period: usize,
+    events: &EventIndex,
+    offset: Option<f64>,
+) -> Option<Prepared> {
     let values: Vec<f64> = series.values.iter().map(|&v| clean_value(v)).collect();
-    let offset = log_offset(&values);
+    let offset = offset.unwrap_or_else(|| log_offset(&values));
     let mut z: Vec<f64> = values.iter().map(|v| (v + offset).ln()).collect();
     let mut missing: Vec<bool> = z.iter().map(|v| !v.is_finite()).collect();
     let actual = z.clone();

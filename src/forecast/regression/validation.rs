@@ -270,7 +270,7 @@ impl BlendSums {
             }
         }
         let mut w = best.map_or([1.0, 0.0, 0.0], |(w, _)| w);
-        // Regression and last value together never outweigh seasonal naive's share.
+        // Regression and last value together weigh at most 1; seasonal naive takes the rest.
         let sum = w[0] + w[1];
         if sum > 1.0 {
             w[0] /= sum;
@@ -330,7 +330,7 @@ pub(super) fn judge(
     prepared: &Prepared,
     layout: &Layout,
     judging: &Judging,
-) -> Verdict {
+) -> Option<Verdict> {
     let horizon = samples.y.ncols();
     let period = layout.main_period;
     let z = &prepared.z;
@@ -338,12 +338,16 @@ pub(super) fn judge(
     let recent = ((range.len() as f64 * judging.recent_share.clamp(0.0, 1.0)).ceil() as usize)
         .clamp(1, range.len().max(1));
     let range = range.end.saturating_sub(recent).max(range.start)..range.end;
+    let mut view = z.clone();
     for r in range.clone() {
-        let t = samples.origins[r];
-        let level = layout.level(z, t);
         if block_of[r] == NOT_HELD_OUT {
             continue;
         }
+        let t = samples.origins[r];
+        // As the origin saw the series (its last two points uncleaned), like the rows fitted.
+        prepared.view_at(t, &mut view);
+        let z = &view;
+        let level = layout.level(z, t);
         for h in 0..horizon {
             let actual = prepared.actual[t + 1 + h] - level;
             if !actual.is_finite() {
@@ -362,6 +366,7 @@ pub(super) fn judge(
                 drift: season_drift(z, t, h, period, level),
             });
         }
+        prepared.restore(t, &mut view);
     }
     let blocks = judging.blocks.max(2);
     let mut sums = vec![vec![BlendSums::default(); horizon]; blocks + 1];
@@ -404,7 +409,11 @@ pub(super) fn judge(
             }
         }
     }
-    let n = points.len().max(1) as f64;
+    if points.is_empty() {
+        // Nothing held out to check the regression against: not a verdict.
+        return None;
+    }
+    let n = points.len() as f64;
     for e in errors.iter_mut().chain(relative.iter_mut()) {
         *e /= n;
     }
@@ -420,7 +429,7 @@ pub(super) fn judge(
         }
     };
     let best_simple = if score(2) < score(1) { 2 } else { 1 };
-    let pick = if !judging.select || points.is_empty() || score(0) <= score(best_simple) {
+    let pick = if !judging.select || score(0) <= score(best_simple) {
         0
     } else {
         best_simple
@@ -443,12 +452,12 @@ pub(super) fn judge(
         _ => Chosen::Naive,
     };
     let origins = range.len();
-    Verdict {
+    Some(Verdict {
         chosen,
         residuals: band(per_step),
         errors,
         origins,
-    }
+    })
 }
 
 /// The errors of each step, pooled with the neighbouring steps' while fewer than
