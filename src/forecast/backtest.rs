@@ -8,12 +8,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::prep::clean_value;
 use super::{
     Forecast, ForecastSpec, Forecaster, RegressionConfig, RegressionForecaster, Series,
     default_forecaster,
 };
 use crate::cli::CliResult;
+use crate::trace::TraceError;
 
 /// Published M4 Hourly scores of Naive2, the OWA reference.
 pub const NAIVE2_SMAPE: f64 = 18.383;
@@ -141,8 +141,27 @@ pub enum BacktestError {
         line: u64,
         message: String,
     },
+    #[error(transparent)]
+    Trace(TraceError),
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<TraceError> for BacktestError {
+    fn from(error: TraceError) -> Self {
+        match error {
+            TraceError::Line {
+                origin,
+                line,
+                message,
+            } => BacktestError::Parse {
+                path: origin,
+                line: line as u64,
+                message,
+            },
+            other => BacktestError::Trace(other),
+        }
+    }
 }
 
 /// Which windows are scored.
@@ -759,131 +778,9 @@ pub struct TraceSettings {
     pub window: Window,
 }
 
-/// Parses a timestamp: epoch seconds, RFC 3339, or `YYYY-MM-DD[ T]HH:MM[:SS]` taken as UTC.
-pub fn parse_timestamp(text: &str) -> Option<i64> {
-    let text = text.trim();
-    if let Ok(v) = text.parse::<i64>() {
-        return Some(v);
-    }
-    if let Ok(v) = text.parse::<f64>() {
-        return v.is_finite().then_some(v.round() as i64);
-    }
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Some(t.timestamp());
-    }
-    for format in [
-        "%Y-%m-%d %H:%M:%S",
-        "%Y-%m-%dT%H:%M:%S",
-        "%Y-%m-%d %H:%M",
-        "%Y-%m-%dT%H:%M",
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M:%S%.f",
-    ] {
-        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
-            return Some(t.and_utc().timestamp());
-        }
-    }
-    None
-}
-
-/// Reads a `timestamp,value` CSV (header optional) onto a regular grid: the step is the most
-/// common spacing, points share a slot by their mean, and slots without a point are NaN.
+/// Reads a trace (`crate::trace`'s rules) onto the grid of its own step.
 pub fn read_trace(path: &Path) -> Result<Series, BacktestError> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| BacktestError::Io {
-        path: name.clone(),
-        source,
-    })?;
-    let mut points: Vec<(i64, f64)> = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let mut fields = line.split(',');
-        let ts_text = fields.next().unwrap_or_default().trim().trim_matches('"');
-        let value_text = fields.next().map(|v| v.trim().trim_matches('"'));
-        let Some(ts) = parse_timestamp(ts_text) else {
-            if points.is_empty() && i == 0 {
-                continue; // a header
-            }
-            return Err(BacktestError::Parse {
-                path: name,
-                line: i as u64 + 1,
-                message: format!("{ts_text:?} is not a timestamp (ISO-8601 or epoch seconds)"),
-            });
-        };
-        let value = match value_text {
-            None => {
-                return Err(BacktestError::Parse {
-                    path: name,
-                    line: i as u64 + 1,
-                    message: "expected timestamp,value".to_string(),
-                });
-            }
-            Some("") => f64::NAN,
-            Some(v) => v.parse::<f64>().map_err(|_| BacktestError::Parse {
-                path: name.clone(),
-                line: i as u64 + 1,
-                message: format!("{v:?} is not a number"),
-            })?,
-        };
-        points.push((ts, value));
-    }
-    regularize(points).map_err(|m| BacktestError::Invalid(format!("{name}: {m}")))
-}
-
-/// Puts `(timestamp, value)` points on a regular grid.
-pub fn regularize(mut points: Vec<(i64, f64)>) -> Result<Series, String> {
-    points.sort_by_key(|p| p.0);
-    if points.len() < 2 {
-        return Err(format!("{} points; a trace needs at least 2", points.len()));
-    }
-    let mut gaps: Vec<i64> = points
-        .windows(2)
-        .map(|w| w[1].0 - w[0].0)
-        .filter(|&d| d > 0)
-        .collect();
-    if gaps.is_empty() {
-        return Err("all points have the same timestamp".to_string());
-    }
-    gaps.sort_unstable();
-    // The most common spacing (the smallest on a tie): jitter and gaps do not change it.
-    let mut step = gaps[0];
-    let mut best = 0;
-    let mut i = 0;
-    while i < gaps.len() {
-        let run = gaps[i..].iter().take_while(|&&g| g == gaps[i]).count();
-        if run > best {
-            best = run;
-            step = gaps[i];
-        }
-        i += run;
-    }
-    let start = points[0].0;
-    let slots = ((points[points.len() - 1].0 - start) / step) as usize + 1;
-    if slots > 50_000_000 {
-        return Err(format!(
-            "{slots} steps of {step}s: the trace is too long or too sparse"
-        ));
-    }
-    let mut sum = vec![0.0; slots];
-    let mut count = vec![0u32; slots];
-    for (ts, v) in points {
-        let v = clean_value(v);
-        if !v.is_finite() {
-            continue;
-        }
-        let slot = (((ts - start) as f64 / step as f64).round() as usize).min(slots - 1);
-        sum[slot] += v;
-        count[slot] += 1;
-    }
-    let values = sum
-        .iter()
-        .zip(&count)
-        .map(|(&s, &c)| if c > 0 { s / c as f64 } else { f64::NAN })
-        .collect();
-    Ok(Series::new(start, step, values))
+    Ok(crate::trace::load_file(path)?.series())
 }
 
 /// Seasonal periods the forecaster is given for a trace: the season and, when the history
@@ -1081,32 +978,6 @@ mod tests {
         assert!((seasonal_naive_scale(&history, 3) - 1.0).abs() < 1e-12);
         assert!((mase(&[5.0, 5.0], &[3.0, 7.0], 1.0) - 2.0).abs() < 1e-12);
         assert!(mase(&[5.0], &[3.0], 0.0).is_nan());
-    }
-
-    #[test]
-    fn timestamps_in_the_usual_forms() {
-        assert_eq!(parse_timestamp("1700000000"), Some(1_700_000_000));
-        assert_eq!(parse_timestamp("1970-01-01T00:01:00Z"), Some(60));
-        assert_eq!(parse_timestamp("1970-01-01 00:02:00"), Some(120));
-        assert_eq!(parse_timestamp("1970-01-01T01:00:00+01:00"), Some(0));
-        assert_eq!(parse_timestamp("yesterday"), None);
-    }
-
-    #[test]
-    fn uneven_points_land_on_a_grid_with_gaps() {
-        let s = regularize(vec![
-            (0, 1.0),
-            (60, 2.0),
-            (125, 3.0),
-            (300, 4.0),
-            (300, 6.0),
-        ])
-        .unwrap();
-        assert_eq!(s.step, 60);
-        assert_eq!(s.values.len(), 6);
-        assert_eq!(s.values[2], 3.0);
-        assert!(s.values[3].is_nan());
-        assert_eq!(s.values[5], 5.0);
     }
 
     #[test]

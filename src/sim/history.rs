@@ -13,11 +13,11 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::forecast::Series;
 use crate::policy::{PolicyDuration, ShiftPolicy};
+use crate::series::Series;
 use crate::source::SourceError;
 use crate::source::prometheus::{PrometheusClientArgs, PrometheusSource, RangeAnswer};
-use crate::source::trace::Trace;
+use crate::trace::Trace;
 
 use super::scenario::{MIN_DEMAND_SECONDS, rfc3339};
 
@@ -372,7 +372,7 @@ mod tests {
 
     use super::*;
     use crate::policy;
-    use crate::source::trace;
+    use crate::trace;
 
     const DAY: i64 = 86_400;
     /// The end of every test range: a whole day, so grids are easy to reason about.

@@ -21,10 +21,10 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use chrono::{DateTime, NaiveDateTime};
 use prometheus::{CounterVec, Encoder, GaugeVec, Opts, Registry, TextEncoder};
 
 use crate::cli::CliResult;
+use crate::trace::{self as csv_trace, TraceError};
 
 pub const DEMAND_METRIC: &str = "tideshift_demo_demand";
 pub const REQUESTS_METRIC: &str = "tideshift_demo_requests_total";
@@ -92,11 +92,8 @@ pub enum ExporterError {
     },
     #[error("trace {path}: {reason}")]
     Trace { path: String, reason: String },
-    #[error("cannot read trace {path}: {source}")]
-    TraceIo {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("trace {0}")]
+    TraceFile(TraceError),
     #[error("time `{0}`: expected now, now±DURATION, RFC 3339 or epoch seconds")]
     Time(String),
     #[error("--label `{0}`: expected KEY=VALUE with KEY a Prometheus label name")]
@@ -119,6 +116,23 @@ pub enum ExporterError {
     },
 }
 
+impl From<TraceError> for ExporterError {
+    fn from(error: TraceError) -> Self {
+        match error {
+            TraceError::Line {
+                origin,
+                line,
+                message,
+            } => ExporterError::TraceLine {
+                path: origin,
+                line,
+                reason: message,
+            },
+            other => ExporterError::TraceFile(other),
+        }
+    }
+}
+
 /// Parses `now`, `now-14d`, `now+10m`, RFC 3339, `YYYY-MM-DD HH:MM:SS` (UTC) or epoch seconds.
 pub fn parse_time(text: &str, now: i64) -> Result<i64, ExporterError> {
     let s = text.trim();
@@ -137,28 +151,7 @@ pub fn parse_time(text: &str, now: i64) -> Result<i64, ExporterError> {
         let secs = i64::try_from(d.as_secs()).map_err(|_| bad())?;
         return Ok(now + sign * secs);
     }
-    parse_timestamp(s).ok_or_else(bad)
-}
-
-/// A timestamp as traces write it: epoch seconds or ISO-8601 (UTC when no zone is given).
-fn parse_timestamp(s: &str) -> Option<i64> {
-    if let Ok(v) = s.parse::<f64>() {
-        return v.is_finite().then_some(v.floor() as i64);
-    }
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.timestamp());
-    }
-    for format in [
-        "%Y-%m-%dT%H:%M:%S",
-        "%Y-%m-%d %H:%M:%S",
-        "%Y-%m-%dT%H:%M",
-        "%Y-%m-%d %H:%M",
-    ] {
-        if let Ok(t) = NaiveDateTime::parse_from_str(s, format) {
-            return Some(t.and_utc().timestamp());
-        }
-    }
-    None
+    crate::trace::parse_timestamp(s).map_err(|_| bad())
 }
 
 fn parse_seconds(text: &str) -> Option<f64> {
@@ -340,44 +333,32 @@ pub struct Trace {
 }
 
 impl Trace {
+    /// A trace from CSV text (`crate::trace`'s rules); `path` names it in errors.
     pub fn parse(workload: &str, path: &str, text: &str) -> Result<Self, ExporterError> {
-        let mut points = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let line_err = |reason: String| ExporterError::TraceLine {
-                path: path.to_string(),
-                line: i + 1,
-                reason,
-            };
-            let mut cols = line.split(',').map(|c| c.trim().trim_matches('"'));
-            let (Some(ts), Some(value)) = (cols.next(), cols.next()) else {
-                return Err(line_err("expected timestamp,value".into()));
-            };
-            let Some(ts) = parse_timestamp(ts) else {
-                if points.is_empty() && value.parse::<f64>().is_err() {
-                    continue; // header row
+        Self::from_rows(workload, csv_trace::parse_str(text, path)?)
+    }
+
+    /// The rows of a trace as read: gaps are left out (interpolation bridges them), and rows
+    /// with the same timestamp are averaged.
+    pub fn from_rows(workload: &str, rows: csv_trace::Trace) -> Result<Self, ExporterError> {
+        let path = rows.origin;
+        let mut points: Vec<(i64, f64)> = Vec::with_capacity(rows.points.len());
+        let mut same_time = 1.0;
+        for (t, value) in rows.points.into_iter().filter(|(_, v)| !v.is_nan()) {
+            match points.last_mut() {
+                Some((last_t, mean)) if *last_t == t => {
+                    same_time += 1.0;
+                    *mean += (value - *mean) / same_time;
                 }
-                return Err(line_err(format!("`{ts}` is not ISO-8601 or epoch seconds")));
-            };
-            // An empty value is a gap in the recording: interpolation bridges it.
-            if value.is_empty() || value.eq_ignore_ascii_case("nan") {
-                continue;
+                _ => {
+                    same_time = 1.0;
+                    points.push((t, value));
+                }
             }
-            let value = value
-                .parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite())
-                .ok_or_else(|| line_err(format!("`{value}` is not a number")))?;
-            points.push((ts, value));
         }
-        points.sort_by_key(|p| p.0);
-        points.dedup_by_key(|p| p.0);
         if points.len() < 2 {
             return Err(ExporterError::Trace {
-                path: path.to_string(),
+                path,
                 reason: "needs at least two points".into(),
             });
         }
@@ -477,11 +458,7 @@ pub fn workloads_from_args(args: &ExporterArgs, now: i64) -> Result<Vec<Workload
             .split_once('=')
             .filter(|(n, p)| !n.is_empty() && !p.is_empty())
             .ok_or_else(|| ExporterError::TraceArg(arg.clone()))?;
-        let text = std::fs::read_to_string(path).map_err(|source| ExporterError::TraceIo {
-            path: path.to_string(),
-            source,
-        })?;
-        let trace = Trace::parse(name, path, &text)?;
+        let trace = Trace::from_rows(name, csv_trace::load_file(Path::new(path))?)?;
         let trace_at = match &args.trace_at {
             Some(t) => parse_time(t, now)?,
             None => trace.first_timestamp(),

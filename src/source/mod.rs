@@ -7,11 +7,10 @@
 
 pub mod exporter;
 pub mod prometheus;
-pub mod trace;
 
 use futures::future::BoxFuture;
 
-use crate::forecast::Series;
+use crate::series::Series;
 
 /// One observed value of a demand query, at unix seconds `at`.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -29,8 +29,8 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 
 use super::{DemandSource, ParseError, Sample, SourceError, align_down, grid_len};
-use crate::forecast::Series;
 use crate::policy::PolicyDuration;
+use crate::series::Series;
 
 /// Prometheus's own limit is 11,000 points per series per query; stay clear of it.
 pub const DEFAULT_MAX_POINTS: usize = 10_000;
