@@ -31,7 +31,7 @@ pub enum Command {
     /// Print the ShiftPolicy CustomResourceDefinition generated from the Rust types.
     Crd,
     /// Serve a demand trace or scenario as Prometheus metrics (test bed and demos).
-    Exporter(Box<crate::source::exporter::ExporterArgs>),
+    Exporter(Box<crate::demo::ExporterArgs>),
 }
 
 pub fn run(cli: Cli) -> CliResult {
@@ -41,6 +41,6 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Backtest(args) => crate::forecast::backtest::run(args),
         Command::Check(args) => crate::policy::check::run(args),
         Command::Crd => crate::policy::check::print_crd(),
-        Command::Exporter(args) => crate::source::exporter::run(*args),
+        Command::Exporter(args) => crate::demo::run(*args),
     }
 }

@@ -9,6 +9,7 @@
 pub mod actuate;
 pub mod cli;
 pub mod controller;
+pub mod demo;
 pub mod forecast;
 pub mod plan;
 pub mod policy;

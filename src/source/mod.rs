@@ -5,7 +5,6 @@
 //! never sum, fill or guess: a query that does not yield exactly one series is an error that
 //! names the query, so the controller holds instead of acting on doubled or partial demand.
 
-pub mod exporter;
 pub mod prometheus;
 
 use futures::future::BoxFuture;
