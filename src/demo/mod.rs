@@ -21,11 +21,9 @@ mod workload;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli::CliResult;
 use crate::trace::{self as csv_trace, TraceError};
 
 pub use openmetrics::write_openmetrics;
@@ -41,47 +39,25 @@ const REQUESTS_FAMILY: &str = "tideshift_demo_requests";
 /// flatten a peak's ramp.
 const INTEGRATION_SLICE_SECS: f64 = 5.0;
 
-#[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("source").required(true).multiple(true).args(["traces", "scenarios"])))]
-pub struct ExporterArgs {
-    /// Address to serve `/metrics` on.
-    #[arg(long, default_value = "127.0.0.1:9464")]
+/// What the exporter plays and where: `tideshift exporter`'s flags as plain values
+/// (`cli/exporter.rs` documents each).
+#[derive(Clone, Debug)]
+pub struct ExporterConfig {
     pub listen: SocketAddr,
-    /// A CSV trace `timestamp,value` (ISO-8601 or epoch seconds) for one workload; repeatable.
-    #[arg(long = "trace", value_name = "NAME=FILE")]
+    /// `NAME=FILE` per trace.
     pub traces: Vec<String>,
-    /// A scripted workload, e.g.
-    /// `checkout:baseline=100,daily=0.3,peak_at=now+20m,peak=4,ramp=10m,hold=30m`; repeatable.
-    #[arg(long = "scenario", value_name = "NAME:KEY=VALUE,...")]
+    /// `NAME:KEY=VALUE,...` per scenario.
     pub scenarios: Vec<String>,
-    /// Wall-clock time at which the trace point `--trace-at` plays (`now`, `now-1h`, RFC 3339,
-    /// epoch seconds).
-    #[arg(long, default_value = "now")]
     pub anchor: String,
-    /// Trace timestamp that plays at `--anchor`; defaults to the trace's first point.
-    #[arg(long)]
     pub trace_at: Option<String>,
-    /// Trace seconds played per wall-clock second.
-    #[arg(long, default_value_t = 1.0)]
     pub speed: f64,
-    /// Multiplies every trace value (e.g. to turn rides per 30 minutes into requests per second).
-    #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
-    /// Write history as OpenMetrics to this file instead of serving.
-    #[arg(long, value_name = "OUT.om")]
+    /// Write history to this file instead of serving.
     pub backfill: Option<PathBuf>,
-    /// Start of the backfill (`now-14d`, RFC 3339, epoch seconds).
-    #[arg(long, default_value = "now-14d")]
     pub from: String,
-    /// End of the backfill.
-    #[arg(long, default_value = "now")]
     pub to: String,
-    /// Spacing of backfilled samples.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub step: Duration,
-    /// Extra label on every backfilled sample, e.g. `job=demand` and `instance=127.0.0.1:9464`
-    /// so that backfilled series are the very ones Prometheus scrapes; repeatable.
-    #[arg(long = "label", value_name = "KEY=VALUE")]
+    /// `KEY=VALUE` per extra label.
     pub labels: Vec<String>,
 }
 
@@ -116,6 +92,8 @@ pub enum ExporterError {
     },
     #[error("metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
     #[error("cannot serve on {addr}: {source}")]
     Serve {
         addr: SocketAddr,
@@ -168,7 +146,10 @@ fn parse_seconds(text: &str) -> Option<f64> {
 }
 
 /// Builds the workloads the flags describe, resolving relative times against `now`.
-pub fn workloads_from_args(args: &ExporterArgs, now: i64) -> Result<Vec<Workload>, ExporterError> {
+pub fn workloads_from_args(
+    args: &ExporterConfig,
+    now: i64,
+) -> Result<Vec<Workload>, ExporterError> {
     let mut workloads = Vec::new();
     let anchor = parse_time(&args.anchor, now)?;
     if !(args.speed.is_finite() && args.speed > 0.0) {
@@ -227,7 +208,7 @@ fn parse_labels(labels: &[String]) -> Result<Vec<(String, String)>, ExporterErro
 fn backfill(
     path: &Path,
     workloads: &[Workload],
-    args: &ExporterArgs,
+    args: &ExporterConfig,
     now: i64,
 ) -> Result<(), ExporterError> {
     let from = parse_time(&args.from, now)?;
@@ -254,21 +235,21 @@ fn backfill(
     Ok(())
 }
 
-pub fn run(args: ExporterArgs) -> CliResult {
+/// Writes the backfill, or serves `/metrics` until SIGINT or SIGTERM.
+pub fn run(args: &ExporterConfig) -> Result<(), ExporterError> {
     let now_f = now_f64();
     let now = now_f.floor() as i64;
-    let workloads = workloads_from_args(&args, now)?;
+    let workloads = workloads_from_args(args, now)?;
     if let Some(path) = &args.backfill {
-        backfill(path, &workloads, &args, now)?;
-        return Ok(ExitCode::SUCCESS);
+        return backfill(path, &workloads, args, now);
     }
     let live = Arc::new(Live::new(workloads, now_f)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
-        .build()?;
-    runtime.block_on(serve::serve(args.listen, live))?;
-    Ok(ExitCode::SUCCESS)
+        .build()
+        .map_err(ExporterError::Runtime)?;
+    runtime.block_on(serve::serve(args.listen, live))
 }
 
 #[cfg(test)]
@@ -299,7 +280,7 @@ mod tests {
 
     #[test]
     fn duplicate_workloads_are_refused() {
-        let args = ExporterArgs {
+        let args = ExporterConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             traces: vec![],
             scenarios: vec!["web:baseline=1".into(), "web:baseline=2".into()],
