@@ -5,7 +5,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 use serde_json::Value;
-use tideshift::policy::check::crd_yaml;
+use tideshift::policy::crd_yaml;
 use tideshift::policy::{ShiftPolicy, parse_str, validate};
 
 fn schema() -> Value {

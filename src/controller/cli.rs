@@ -14,8 +14,9 @@ use super::leader::{LeaderElector, Leadership, LeaseConfig};
 use super::{Context, run_controllers};
 use crate::actuate::kubernetes::KubeActuator;
 use crate::cli::CliResult;
+use crate::cli::PrometheusClientArgs;
 use crate::policy::PolicyDuration;
-use crate::source::prometheus::{PrometheusClientArgs, PrometheusSource};
+use crate::source::prometheus::PrometheusSource;
 use crate::telemetry::{Health, Metrics};
 
 #[derive(Debug, clap::Args)]

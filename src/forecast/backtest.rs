@@ -1,19 +1,15 @@
-//! `tideshift backtest`: forecast accuracy of THE forecaster (`default_forecaster`) on the M4
-//! Hourly set or on any `timestamp,value` trace, next to seasonal naive.
+//! Forecast accuracy of THE forecaster (`default_forecaster`) on the M4 Hourly set or on any
+//! `timestamp,value` trace, next to seasonal naive: what `tideshift backtest` measures
+//! (its flags and tables are in `cli/backtest.rs`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::path::Path;
 use std::time::Instant;
 
 use serde::Serialize;
 
-use super::prep::clean_value;
-use super::{
-    Forecast, ForecastSpec, Forecaster, RegressionConfig, RegressionForecaster, Series,
-    default_forecaster,
-};
-use crate::cli::CliResult;
+use super::{Forecast, ForecastSpec, Forecaster, Series, default_forecaster};
+use crate::trace::TraceError;
 
 /// Published M4 Hourly scores of Naive2, the OWA reference.
 pub const NAIVE2_SMAPE: f64 = 18.383;
@@ -21,112 +17,6 @@ pub const NAIVE2_MASE: f64 = 2.395;
 /// M4 Hourly: seasonal period of MASE and the official horizon.
 pub const M4_PERIOD: usize = 24;
 pub const M4_HORIZON: usize = 48;
-
-#[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("input").required(true).args(["m4", "trace"])))]
-pub struct BacktestArgs {
-    /// Directory with the M4 `Hourly-train.csv` and `Hourly-test.csv`.
-    #[arg(long, value_name = "DIR")]
-    pub m4: Option<PathBuf>,
-    /// A CSV `timestamp,value` trace (ISO-8601 or epoch seconds); repeat it, or name a
-    /// directory, to score several series and their means.
-    #[arg(long, value_name = "FILE|DIR")]
-    pub trace: Vec<PathBuf>,
-    /// Seasonal period in steps (trace): seasonal naive's period and MASE's scale.
-    #[arg(long, requires = "trace")]
-    pub season: Option<usize>,
-    /// Steps per forecast window (trace).
-    #[arg(long, requires = "trace")]
-    pub horizon: Option<usize>,
-    /// Number of last non-overlapping windows to forecast (trace).
-    #[arg(long, requires = "trace", default_value_t = 10)]
-    pub folds: usize,
-    /// Score the windows just before the test windows instead of the test windows: M4, the
-    /// last 48 hours of each training series; a trace, the `--folds` windows before the last
-    /// `--folds`. Defaults are chosen here, never on the test windows.
-    #[arg(long)]
-    pub validation: bool,
-    /// Band quantile (the planner's): coverage counts points inside [1-q, q].
-    #[arg(long, default_value_t = 0.95)]
-    pub quantile: f64,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    /// Ablation: measure seasonal naive instead of the default forecaster.
-    #[arg(long, hide = true)]
-    pub seasonal_naive: bool,
-    /// Ablation: number of raw lags of the regression.
-    #[arg(long, hide = true)]
-    pub raw_lags: Option<usize>,
-    /// Ablation: ridge penalties of the regression (comma separated).
-    #[arg(long, hide = true, value_delimiter = ',')]
-    pub alphas: Option<Vec<f64>>,
-    /// Ablation: no blend with seasonal naive.
-    #[arg(long, hide = true)]
-    pub no_blend: bool,
-    /// Ablation: never fall back to a simple method that did better on held-out origins.
-    #[arg(long, hide = true)]
-    pub no_selection: bool,
-    /// Ablation: cross-validation blocks.
-    #[arg(long, hide = true)]
-    pub cv_blocks: Option<usize>,
-    /// Ablation: share of the most recent held-out origins for the choice and the band.
-    #[arg(long, hide = true)]
-    pub recent_share: Option<f64>,
-    /// Ablation: hold blocks out with models fitted on earlier blocks only.
-    #[arg(long, hide = true)]
-    pub forward: bool,
-    /// Ablation: the last value is not a member of the blend.
-    #[arg(long, hide = true)]
-    pub no_blend_last: bool,
-    /// Ablation: choose the method by absolute errors only.
-    #[arg(long, hide = true)]
-    pub select_absolute: bool,
-    /// Ablation: widening of the held-out errors for the band.
-    #[arg(long, hide = true)]
-    pub band_scale: Option<f64>,
-}
-
-impl BacktestArgs {
-    /// THE forecaster, unless an ablation flag asks for a variant.
-    fn forecaster(&self) -> Box<dyn Forecaster> {
-        if self.seasonal_naive {
-            return Box::new(super::SeasonalNaive);
-        }
-        let mut config = RegressionConfig::default();
-        if let Some(v) = self.raw_lags {
-            config.raw_lags = v;
-        }
-        if let Some(v) = &self.alphas {
-            config.alphas = v.clone();
-        }
-        if self.no_blend {
-            config.blend = false;
-        }
-        if self.no_selection {
-            config.select = false;
-        }
-        if let Some(v) = self.cv_blocks {
-            config.cv_blocks = v;
-        }
-        if self.select_absolute {
-            config.select_relative_too = false;
-        }
-        if self.no_blend_last {
-            config.blend_last = false;
-        }
-        if let Some(v) = self.band_scale {
-            config.band_scale = v;
-        }
-        if self.forward {
-            config.forward = true;
-        }
-        if let Some(v) = self.recent_share {
-            config.recent_share = v;
-        }
-        Box::new(RegressionForecaster::new(config))
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BacktestError {
@@ -141,8 +31,27 @@ pub enum BacktestError {
         line: u64,
         message: String,
     },
+    #[error(transparent)]
+    Trace(TraceError),
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<TraceError> for BacktestError {
+    fn from(error: TraceError) -> Self {
+        match error {
+            TraceError::Line {
+                origin,
+                line,
+                message,
+            } => BacktestError::Parse {
+                path: origin,
+                line: line as u64,
+                message,
+            },
+            other => BacktestError::Trace(other),
+        }
+    }
 }
 
 /// Which windows are scored.
@@ -153,187 +62,6 @@ pub enum Window {
     Test,
     /// The windows just before them, where defaults are chosen.
     Validation,
-}
-
-pub fn run(args: BacktestArgs) -> CliResult {
-    if !(args.quantile > 0.5 && args.quantile < 1.0) {
-        return Err(BacktestError::Invalid(format!(
-            "--quantile must be in (0.5, 1), got {}",
-            args.quantile
-        ))
-        .into());
-    }
-    let window = if args.validation {
-        Window::Validation
-    } else {
-        Window::Test
-    };
-    if let Some(dir) = &args.m4 {
-        let report = m4_backtest_with(args.forecaster().as_ref(), dir, args.quantile, window)?;
-        if args.json {
-            println!("{}", serde_json::to_string(&report)?);
-        } else {
-            print_m4(&report);
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let season = args
-        .season
-        .ok_or_else(|| BacktestError::Invalid("--trace needs --season S".to_string()))?;
-    let horizon = args
-        .horizon
-        .ok_or_else(|| BacktestError::Invalid("--trace needs --horizon H".to_string()))?;
-    let files = trace_files(&args.trace)?;
-    let mut series = Vec::with_capacity(files.len());
-    for path in &files {
-        series.push((path.display().to_string(), read_trace(path)?));
-    }
-    let settings = TraceSettings {
-        season,
-        horizon,
-        folds: args.folds,
-        quantile: args.quantile,
-        window,
-    };
-    let report = traces_backtest_with(args.forecaster().as_ref(), &series, &settings)?;
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print_traces(&report);
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The files `--trace` names: each file as given, each directory's `*.csv` in name order.
-fn trace_files(given: &[PathBuf]) -> Result<Vec<PathBuf>, BacktestError> {
-    let mut files = Vec::new();
-    for path in given {
-        if path.is_dir() {
-            let entries = std::fs::read_dir(path).map_err(|source| BacktestError::Io {
-                path: path.display().to_string(),
-                source,
-            })?;
-            let mut csv: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "csv"))
-                .collect();
-            csv.sort();
-            if csv.is_empty() {
-                return Err(BacktestError::Invalid(format!(
-                    "{}: no *.csv trace in the directory",
-                    path.display()
-                )));
-            }
-            files.extend(csv);
-        } else {
-            files.push(path.clone());
-        }
-    }
-    Ok(files)
-}
-
-fn print_m4(report: &M4Report) {
-    println!(
-        "M4 Hourly, {} series, horizon {M4_HORIZON}, {} windows",
-        report.series,
-        match report.window {
-            Window::Test => "test",
-            Window::Validation => "validation (last 48 h of training)",
-        }
-    );
-    println!(
-        "{:<34}{:>9}{:>9}{:>9}{:>10}{:>9}",
-        "", "sMAPE", "MASE", "OWA", "coverage", "CPU s"
-    );
-    for (name, s) in [
-        ("tideshift (as deployed, per series)", &report.tideshift),
-        ("variant: one model pooled", &report.pooled),
-    ] {
-        println!(
-            "{:<34}{:>9.3}{:>9.3}{:>9.3}{:>9.1}%{:>9.2}",
-            name,
-            s.smape,
-            s.mase,
-            s.owa,
-            100.0 * s.coverage,
-            s.cpu_seconds
-        );
-    }
-    let sn = &report.seasonal_naive;
-    println!(
-        "{:<34}{:>9.3}{:>9.3}{:>9.3}",
-        "seasonal naive", sn.smape, sn.mase, sn.owa
-    );
-    println!(
-        "{:<34}{:>9.3}{:>9.3}{:>9.3}",
-        "Naive2 (published, test)", NAIVE2_SMAPE, NAIVE2_MASE, 1.0
-    );
-    println!(
-        "band nominal {:.0}%; methods used: {}",
-        100.0 * (2.0 * report.quantile - 1.0),
-        methods_text(&report.tideshift.methods)
-    );
-}
-
-fn methods_text(methods: &BTreeMap<String, usize>) -> String {
-    methods
-        .iter()
-        .map(|(m, n)| format!("{m} {n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn print_traces(report: &TracesReport) {
-    println!(
-        "{} series, {} {} windows of {} steps each, season {}",
-        report.series.len(),
-        report.folds,
-        match report.window {
-            Window::Test => "test",
-            Window::Validation => "validation",
-        },
-        report.horizon,
-        report.season
-    );
-    if report.series.len() > 1 {
-        println!(
-            "{:<44}{:>9}{:>9}{:>10}{:>9}{:>9}",
-            "series", "sMAPE", "MASE", "coverage", "sn sMAPE", "sn MASE"
-        );
-        for s in &report.series {
-            let name = std::path::Path::new(&s.name)
-                .file_name()
-                .map_or(s.name.clone(), |n| n.to_string_lossy().into_owned());
-            println!(
-                "{:<44}{:>9.3}{:>9.3}{:>9.1}%{:>9.3}{:>9.3}",
-                name,
-                s.tideshift.smape,
-                s.tideshift.mase,
-                100.0 * s.tideshift.coverage,
-                s.seasonal_naive.smape,
-                s.seasonal_naive.mase
-            );
-        }
-        println!("means:");
-    }
-    println!("{:<16}{:>10}{:>10}{:>10}", "", "sMAPE", "MASE", "coverage");
-    println!(
-        "{:<16}{:>10.3}{:>10.3}{:>9.1}%",
-        "tideshift",
-        report.tideshift.smape,
-        report.tideshift.mase,
-        100.0 * report.tideshift.coverage
-    );
-    println!(
-        "{:<16}{:>10.3}{:>10.3}{:>10}",
-        "seasonal naive", report.seasonal_naive.smape, report.seasonal_naive.mase, "-"
-    );
-    println!(
-        "band nominal {:.0}%; methods used: {}; fit + predict {:.2} s",
-        100.0 * (2.0 * report.quantile - 1.0),
-        methods_text(&report.methods),
-        report.seconds
-    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -759,131 +487,9 @@ pub struct TraceSettings {
     pub window: Window,
 }
 
-/// Parses a timestamp: epoch seconds, RFC 3339, or `YYYY-MM-DD[ T]HH:MM[:SS]` taken as UTC.
-pub fn parse_timestamp(text: &str) -> Option<i64> {
-    let text = text.trim();
-    if let Ok(v) = text.parse::<i64>() {
-        return Some(v);
-    }
-    if let Ok(v) = text.parse::<f64>() {
-        return v.is_finite().then_some(v.round() as i64);
-    }
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Some(t.timestamp());
-    }
-    for format in [
-        "%Y-%m-%d %H:%M:%S",
-        "%Y-%m-%dT%H:%M:%S",
-        "%Y-%m-%d %H:%M",
-        "%Y-%m-%dT%H:%M",
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M:%S%.f",
-    ] {
-        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
-            return Some(t.and_utc().timestamp());
-        }
-    }
-    None
-}
-
-/// Reads a `timestamp,value` CSV (header optional) onto a regular grid: the step is the most
-/// common spacing, points share a slot by their mean, and slots without a point are NaN.
+/// Reads a trace (`crate::trace`'s rules) onto the grid of its own step.
 pub fn read_trace(path: &Path) -> Result<Series, BacktestError> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| BacktestError::Io {
-        path: name.clone(),
-        source,
-    })?;
-    let mut points: Vec<(i64, f64)> = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let mut fields = line.split(',');
-        let ts_text = fields.next().unwrap_or_default().trim().trim_matches('"');
-        let value_text = fields.next().map(|v| v.trim().trim_matches('"'));
-        let Some(ts) = parse_timestamp(ts_text) else {
-            if points.is_empty() && i == 0 {
-                continue; // a header
-            }
-            return Err(BacktestError::Parse {
-                path: name,
-                line: i as u64 + 1,
-                message: format!("{ts_text:?} is not a timestamp (ISO-8601 or epoch seconds)"),
-            });
-        };
-        let value = match value_text {
-            None => {
-                return Err(BacktestError::Parse {
-                    path: name,
-                    line: i as u64 + 1,
-                    message: "expected timestamp,value".to_string(),
-                });
-            }
-            Some("") => f64::NAN,
-            Some(v) => v.parse::<f64>().map_err(|_| BacktestError::Parse {
-                path: name.clone(),
-                line: i as u64 + 1,
-                message: format!("{v:?} is not a number"),
-            })?,
-        };
-        points.push((ts, value));
-    }
-    regularize(points).map_err(|m| BacktestError::Invalid(format!("{name}: {m}")))
-}
-
-/// Puts `(timestamp, value)` points on a regular grid.
-pub fn regularize(mut points: Vec<(i64, f64)>) -> Result<Series, String> {
-    points.sort_by_key(|p| p.0);
-    if points.len() < 2 {
-        return Err(format!("{} points; a trace needs at least 2", points.len()));
-    }
-    let mut gaps: Vec<i64> = points
-        .windows(2)
-        .map(|w| w[1].0 - w[0].0)
-        .filter(|&d| d > 0)
-        .collect();
-    if gaps.is_empty() {
-        return Err("all points have the same timestamp".to_string());
-    }
-    gaps.sort_unstable();
-    // The most common spacing (the smallest on a tie): jitter and gaps do not change it.
-    let mut step = gaps[0];
-    let mut best = 0;
-    let mut i = 0;
-    while i < gaps.len() {
-        let run = gaps[i..].iter().take_while(|&&g| g == gaps[i]).count();
-        if run > best {
-            best = run;
-            step = gaps[i];
-        }
-        i += run;
-    }
-    let start = points[0].0;
-    let slots = ((points[points.len() - 1].0 - start) / step) as usize + 1;
-    if slots > 50_000_000 {
-        return Err(format!(
-            "{slots} steps of {step}s: the trace is too long or too sparse"
-        ));
-    }
-    let mut sum = vec![0.0; slots];
-    let mut count = vec![0u32; slots];
-    for (ts, v) in points {
-        let v = clean_value(v);
-        if !v.is_finite() {
-            continue;
-        }
-        let slot = (((ts - start) as f64 / step as f64).round() as usize).min(slots - 1);
-        sum[slot] += v;
-        count[slot] += 1;
-    }
-    let values = sum
-        .iter()
-        .zip(&count)
-        .map(|(&s, &c)| if c > 0 { s / c as f64 } else { f64::NAN })
-        .collect();
-    Ok(Series::new(start, step, values))
+    Ok(crate::trace::load_file(path)?.series())
 }
 
 /// Seasonal periods the forecaster is given for a trace: the season and, when the history
@@ -1081,32 +687,6 @@ mod tests {
         assert!((seasonal_naive_scale(&history, 3) - 1.0).abs() < 1e-12);
         assert!((mase(&[5.0, 5.0], &[3.0, 7.0], 1.0) - 2.0).abs() < 1e-12);
         assert!(mase(&[5.0], &[3.0], 0.0).is_nan());
-    }
-
-    #[test]
-    fn timestamps_in_the_usual_forms() {
-        assert_eq!(parse_timestamp("1700000000"), Some(1_700_000_000));
-        assert_eq!(parse_timestamp("1970-01-01T00:01:00Z"), Some(60));
-        assert_eq!(parse_timestamp("1970-01-01 00:02:00"), Some(120));
-        assert_eq!(parse_timestamp("1970-01-01T01:00:00+01:00"), Some(0));
-        assert_eq!(parse_timestamp("yesterday"), None);
-    }
-
-    #[test]
-    fn uneven_points_land_on_a_grid_with_gaps() {
-        let s = regularize(vec![
-            (0, 1.0),
-            (60, 2.0),
-            (125, 3.0),
-            (300, 4.0),
-            (300, 6.0),
-        ])
-        .unwrap();
-        assert_eq!(s.step, 60);
-        assert_eq!(s.values.len(), 6);
-        assert_eq!(s.values[2], 3.0);
-        assert!(s.values[3].is_nan());
-        assert_eq!(s.values[5], 5.0);
     }
 
     #[test]

@@ -4,32 +4,7 @@
 //! predicts from the latest history (every `interval`), so a cycle does not pay for a refit.
 
 use crate::policy::EventWindow;
-
-/// A regular time series: `values[i]` is the demand at `start + i * step` (unix seconds).
-/// Missing points are `NaN`; sources never invent values for gaps.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Series {
-    pub start: i64,
-    pub step: i64,
-    pub values: Vec<f64>,
-}
-
-impl Series {
-    pub fn new(start: i64, step: i64, values: Vec<f64>) -> Self {
-        Self {
-            start,
-            step,
-            values,
-        }
-    }
-    /// Time of the point after the last one: where a forecast starts.
-    pub fn end(&self) -> i64 {
-        self.start + self.step * self.values.len() as i64
-    }
-    pub fn timestamp(&self, i: usize) -> i64 {
-        self.start + self.step * i as i64
-    }
-}
+pub use crate::series::Series;
 
 /// What a fit needs besides the history.
 #[derive(Clone, Debug, Default)]

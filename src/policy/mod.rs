@@ -1,6 +1,6 @@
-//! The `ShiftPolicy`: types, loading from YAML, validation, and the event calendar.
+//! The `ShiftPolicy`: types, loading from YAML, validation, the event calendar and the CRD.
 
-pub mod check;
+pub mod crd;
 pub mod events;
 pub mod load;
 mod prescan;
@@ -8,6 +8,7 @@ pub mod spec;
 pub mod units;
 pub mod validate;
 
+pub use crd::crd_yaml;
 pub use events::EventWindow;
 pub use load::{PolicyError, load_bytes, load_file, load_str, parse_str};
 pub use spec::*;

@@ -1,8 +1,8 @@
 //! One online workload's demand as the simulator uses it: the truth at any instant (what the
 //! cluster must serve) and the history a forecaster may see at a given time (only the past).
 
-use crate::forecast::Series;
-use crate::source::trace::Trace;
+use crate::series::Series;
+use crate::trace::Trace;
 
 #[derive(Clone, Debug)]
 pub struct Demand {

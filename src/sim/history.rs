@@ -13,11 +13,11 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::forecast::Series;
 use crate::policy::{PolicyDuration, ShiftPolicy};
+use crate::series::Series;
 use crate::source::SourceError;
-use crate::source::prometheus::{PrometheusClientArgs, PrometheusSource, RangeAnswer};
-use crate::source::trace::Trace;
+use crate::source::prometheus::{PrometheusConfig, PrometheusSource, RangeAnswer};
+use crate::trace::Trace;
 
 use super::scenario::{MIN_DEMAND_SECONDS, rfc3339};
 
@@ -28,8 +28,8 @@ const MAX_POINTS: i64 = 5_000_000;
 /// What to read: where, with which client settings, and which range.
 #[derive(Clone, Debug)]
 pub struct HistoryRequest {
-    pub url: String,
-    pub client: PrometheusClientArgs,
+    /// Where Prometheus is and how to reach it.
+    pub client: PrometheusConfig,
     /// Length of the range, in seconds, ending at `until`.
     pub since: i64,
     /// Grid step in seconds; `None`: the policy's `forecast.step`.
@@ -113,7 +113,7 @@ pub struct HistoryPlan {
     pub end: i64,
     pub step: i64,
     url: String,
-    client: PrometheusClientArgs,
+    client: PrometheusConfig,
 }
 
 /// A workload's history as read, before it is turned into a trace.
@@ -170,7 +170,7 @@ pub fn plan(policy: &ShiftPolicy, request: &HistoryRequest) -> Result<HistoryPla
         start,
         end,
         step,
-        url: request.url.clone(),
+        url: request.client.url.clone(),
         client: request.client.clone(),
     })
 }
@@ -187,12 +187,11 @@ impl HistoryPlan {
         &self,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<Vec<WorkloadHistory>, HistoryError> {
-        let source = PrometheusSource::new(self.client.config(&self.url)).map_err(|cause| {
-            HistoryError::Client {
+        let source =
+            PrometheusSource::new(self.client.clone()).map_err(|cause| HistoryError::Client {
                 url: self.url.clone(),
                 cause: Box::new(cause),
-            }
-        })?;
+            })?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -366,13 +365,14 @@ mod tests {
     use std::collections::HashMap;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
 
     use axum::extract::{Query, State};
     use axum::routing::get;
 
     use super::*;
     use crate::policy;
-    use crate::source::trace;
+    use crate::trace;
 
     const DAY: i64 = 86_400;
     /// The end of every test range: a whole day, so grids are easy to reason about.
@@ -441,11 +441,9 @@ mod tests {
 
     fn request(url: String) -> HistoryRequest {
         HistoryRequest {
-            url,
-            client: PrometheusClientArgs {
-                prometheus_token_file: None,
-                prometheus_ca_file: None,
-                prometheus_timeout: "5s".parse().unwrap(),
+            client: PrometheusConfig {
+                timeout: Duration::from_secs(5),
+                ..PrometheusConfig::new(url)
             },
             since: 3 * DAY,
             step: None,
@@ -641,7 +639,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_prometheus_names_the_workload_and_the_url() {
         let mut request = request("http://127.0.0.1:9".into());
-        request.client.prometheus_timeout = "2s".parse().unwrap();
+        request.client.timeout = Duration::from_secs(2);
         let err = fetch(policy(&[("web", "demand")]), request)
             .await
             .unwrap_err();

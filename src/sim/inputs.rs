@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::policy::{self, PolicyError, ShiftPolicy};
-use crate::source::trace::{self, Trace, TraceError};
+use crate::trace::{self, Trace, TraceError};
 
 use super::demand::Demand;
 use super::synth;

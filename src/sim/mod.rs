@@ -2,7 +2,6 @@
 //! against a discrete-time cluster, next to static, reactive (HPA) and oracle baselines, over
 //! the same demand.
 
-pub mod cli;
 pub mod cluster;
 pub mod demand;
 pub mod engine;

@@ -27,7 +27,7 @@
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, Normal};
 
-use crate::forecast::Series;
+use crate::series::Series;
 
 pub const DEFAULT_SEED: u64 = 11;
 /// 2026-11-01T00:00:00Z, a Sunday.

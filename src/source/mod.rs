@@ -5,13 +5,11 @@
 //! never sum, fill or guess: a query that does not yield exactly one series is an error that
 //! names the query, so the controller holds instead of acting on doubled or partial demand.
 
-pub mod exporter;
 pub mod prometheus;
-pub mod trace;
 
 use futures::future::BoxFuture;
 
-use crate::forecast::Series;
+use crate::series::Series;
 
 /// One observed value of a demand query, at unix seconds `at`.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -1991,7 +1991,7 @@ enum Data {
 struct BadData {
     run: String,
     data: Mutex<(Data, f64, f64)>,
-    checkout: tideshift::source::exporter::Scenario,
+    checkout: tideshift::demo::Scenario,
 }
 
 impl BadData {
@@ -2053,7 +2053,7 @@ async fn bad_metric_data_never_panics_nor_scales_online_down() {
     let source = Arc::new(BadData {
         run: run.clone(),
         data: Mutex::new((Data::Normal, unix_now(), 0.0)),
-        checkout: tideshift::source::exporter::Scenario::parse(
+        checkout: tideshift::demo::Scenario::parse(
             "checkout:baseline=120,daily=0.4,daily_peak=14:00,weekend=0.7,noise=0.05",
             unix_now() as i64,
         )

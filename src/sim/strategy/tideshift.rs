@@ -356,7 +356,7 @@ impl Strategy for Planned {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forecast::Series;
+    use crate::series::Series;
     use crate::sim::demand::Demand;
     use crate::sim::engine::{self, TimelinePlan};
     use crate::sim::strategy::Action;

@@ -11,13 +11,12 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::CliResult;
+use super::CliResult;
+use super::prometheus::PrometheusClientArgs;
 use crate::policy::PolicyDuration;
-use crate::source::prometheus::PrometheusClientArgs;
-
-use super::report::Report;
-use super::scenario::Scenario;
-use super::{history, inputs, plot, run_all, synth};
+use crate::sim::report::Report;
+use crate::sim::scenario::Scenario;
+use crate::sim::{history, inputs, plot, run_all, strategies, synth, timeline_plan};
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -108,12 +107,12 @@ pub fn run(args: SimulateArgs) -> CliResult {
         "simulating"
     );
 
-    let strategy_count = super::strategies(&scenario).len() as u64;
+    let strategy_count = strategies(&scenario).len() as u64;
     let progress = Progress::new(
         "simulating {bar:40} {percent:>3}% (eta {eta})",
         scenario.ticks() * strategy_count,
     );
-    let outcomes = run_all(&scenario, &super::timeline_plan(&scenario), &|ticks| {
+    let outcomes = run_all(&scenario, &timeline_plan(&scenario), &|ticks| {
         progress.inc(ticks)
     });
     progress.finish();
@@ -164,8 +163,7 @@ fn from_prometheus(
     let plan = history::plan(
         &policy,
         &history::HistoryRequest {
-            url: url.to_string(),
-            client: args.prometheus.clone(),
+            client: args.prometheus.config(url),
             since: args.since.as_secs() as i64,
             step,
             until,

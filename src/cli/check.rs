@@ -8,11 +8,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use kube::CustomResourceExt;
-
-use crate::cli::CliResult;
-
-use super::ShiftPolicy;
+use super::CliResult;
+use crate::policy;
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
@@ -27,7 +24,7 @@ pub struct CheckArgs {
 pub fn run(args: CheckArgs) -> CliResult {
     let mut failed = 0usize;
     for file in &args.files {
-        match super::load_file(file) {
+        match policy::load_file(file) {
             Ok(_) => {
                 if !args.quiet {
                     println!("{}: ok", file.display());
@@ -51,11 +48,6 @@ pub fn run(args: CheckArgs) -> CliResult {
 }
 
 pub fn print_crd() -> CliResult {
-    print!("{}", crd_yaml()?);
+    print!("{}", policy::crd_yaml()?);
     Ok(ExitCode::SUCCESS)
-}
-
-/// The CustomResourceDefinition of `ShiftPolicy`, as YAML.
-pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
-    serde_yaml::to_string(&ShiftPolicy::crd())
 }

@@ -1,21 +1,35 @@
-//! Demand traces from CSV files (`timestamp,value`), for `tideshift simulate`, the exporter
-//! and backtests.
+//! The one reader of demand traces, CSV files of `timestamp,value`: `tideshift simulate`,
+//! `tideshift backtest` and `tideshift exporter` all read them here, by the same rules.
 //!
-//! Timestamps may be RFC 3339 / ISO-8601 with or without a zone (`2026-11-01T08:00:00+08:00`,
-//! `2026-11-01T00:00:00`), `YYYY-MM-DD HH:MM[:SS]`, or epoch seconds. Timestamps without a zone
-//! are read as UTC: daily and weekly seasonality does not depend on the zone, and a trace is
-//! only ever compared with itself. Steps may be uneven and there may be gaps; a trace is put on
-//! a regular grid by [`Trace::resample`], which leaves gaps as `NaN` rather than inventing
-//! values.
+//! - One point a line, `timestamp,value`, exactly two fields; blank lines and `#` comments are
+//!   skipped, and so is a first line whose timestamp and value do not parse (a header).
+//! - Timestamps: RFC 3339 / ISO-8601 with or without a zone (`2026-11-01T08:00:00+08:00`,
+//!   `2026-11-01T00:00:00`), `YYYY-MM-DD HH:MM[:SS]`, a date, or epoch seconds (a fraction is
+//!   dropped). Timestamps without a zone are read as UTC: daily and weekly seasonality do not
+//!   depend on the zone, and a trace is only ever compared with itself. Epoch milliseconds are
+//!   refused rather than read as the year 50000.
+//! - Values: a finite, non-negative number; an empty value, `NaN` or `null` is a gap. Anything
+//!   else is an error naming the file and line.
+//! - Rows are in time order; rows with the same timestamp are averaged. A row earlier than the
+//!   one before it is an error: a file with rows out of order is more often two files glued
+//!   together than a recording, and sorting it would hide that.
+//! - The trace's step ([`Trace::typical_step`]) is the most common gap between rows, the
+//!   smallest on a tie, so that gaps and a few uneven rows do not change it.
+//! - On a grid ([`Trace::resample`]) each point is the mean of the rows in `[t, t + step)`,
+//!   with `t` a multiple of the step; a grid point with no row is a gap (`NaN`), never an
+//!   invented value.
 
 use std::path::Path;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 
-use crate::forecast::Series;
+use crate::series::Series;
 
 /// Refuse traces larger than this: a year of 1-second points fits, a runaway file does not.
 const MAX_BYTES: u64 = 512 * 1024 * 1024;
+/// Refuse traces whose grid at their own step would be longer than this: a few far-off rows
+/// among fine ones would otherwise ask for gigabytes of gaps.
+const MAX_GRID_POINTS: i64 = 50_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
@@ -134,10 +148,22 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Trace, TraceError> {
             message: "every value is missing".into(),
         });
     }
-    Ok(Trace {
+    let trace = Trace {
         origin: origin.to_string(),
         points,
-    })
+    };
+    let step = trace.typical_step();
+    let grid_points = (trace.last() - trace.first()) / step + 1;
+    if grid_points > MAX_GRID_POINTS {
+        return Err(TraceError::Invalid {
+            origin: origin.to_string(),
+            message: format!(
+                "{grid_points} steps of {step}s from the first row to the last, more than the \
+                 {MAX_GRID_POINTS} allowed: the trace is too long or too sparse"
+            ),
+        });
+    }
+    Ok(trace)
 }
 
 /// Unix seconds from the timestamp forms a trace may use.
@@ -192,9 +218,9 @@ fn parse_value(text: &str) -> Result<f64, String> {
     if text.is_empty() || text.eq_ignore_ascii_case("nan") || text.eq_ignore_ascii_case("null") {
         return Ok(f64::NAN);
     }
-    let value: f64 = text
-        .parse()
-        .map_err(|_| format!("invalid value {text:?}; expected a number (or empty for a gap)"))?;
+    let value: f64 = text.parse().map_err(|_| {
+        format!("invalid value: `{text}` is not a number; expected a number (or empty for a gap)")
+    })?;
     if !value.is_finite() {
         return Err(format!("value {text:?} is not finite"));
     }
@@ -212,8 +238,8 @@ impl Trace {
         self.points.last().map_or(0, |p| p.0)
     }
 
-    /// The trace's usual step: the median gap between consecutive timestamps, so that a few
-    /// gaps or jitter do not change it. At least one second.
+    /// The trace's usual step: the most common gap between consecutive rows (the smallest on
+    /// a tie), so that a few gaps or uneven rows do not change it. At least one second.
     pub fn typical_step(&self) -> i64 {
         let mut gaps: Vec<i64> = self
             .points
@@ -224,9 +250,24 @@ impl Trace {
         if gaps.is_empty() {
             return 1;
         }
-        let middle = gaps.len() / 2;
-        let (_, median, _) = gaps.select_nth_unstable(middle);
-        (*median).max(1)
+        gaps.sort_unstable();
+        let mut step = gaps[0];
+        let mut best = 0;
+        let mut i = 0;
+        while i < gaps.len() {
+            let run = gaps[i..].iter().take_while(|&&g| g == gaps[i]).count();
+            if run > best {
+                best = run;
+                step = gaps[i];
+            }
+            i += run;
+        }
+        step.max(1)
+    }
+
+    /// The trace on the grid of its own step ([`Trace::typical_step`]).
+    pub fn series(&self) -> Series {
+        self.resample(self.typical_step())
     }
 
     /// Put the trace on a regular grid of `step` seconds aligned to multiples of `step`:
@@ -313,6 +354,29 @@ mod tests {
         assert_eq!(series.values[0], 3.0);
         assert!(series.values[1].is_nan());
         assert_eq!(series.values[2], 9.0);
+    }
+
+    #[test]
+    fn timestamps_in_the_usual_forms() {
+        assert_eq!(parse_timestamp("1700000000").ok(), Some(1_700_000_000));
+        assert_eq!(parse_timestamp("1970-01-01T00:01:00Z").ok(), Some(60));
+        assert_eq!(parse_timestamp("1970-01-01 00:02:00").ok(), Some(120));
+        assert_eq!(parse_timestamp("1970-01-01T01:00:00+01:00").ok(), Some(0));
+        assert_eq!(parse_timestamp("yesterday").ok(), None);
+    }
+
+    #[test]
+    fn uneven_points_land_on_a_grid_with_gaps() {
+        let s = Trace {
+            origin: String::new(),
+            points: vec![(0, 1.0), (60, 2.0), (125, 3.0), (300, 4.0), (300, 6.0)],
+        }
+        .series();
+        assert_eq!(s.step, 60);
+        assert_eq!(s.values.len(), 6);
+        assert_eq!(s.values[2], 3.0);
+        assert!(s.values[3].is_nan());
+        assert_eq!(s.values[5], 5.0);
     }
 
     #[test]
