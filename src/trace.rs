@@ -10,8 +10,10 @@
 //!   refused rather than read as the year 50000.
 //! - Values: a finite, non-negative number; an empty value, `NaN` or `null` is a gap. Anything
 //!   else is an error naming the file and line.
-//! - Rows are in time order; rows with the same timestamp are averaged. A row earlier than the
-//!   one before it is an error: a file with rows out of order is more often two files glued
+//! - Rows are in time order; rows with the same timestamp are averaged. A row may go back by at
+//!   most an hour ([`MAX_STEP_BACK`]): that is local time repeating an hour when daylight saving
+//!   ends (NAB's `machine_temperature_system_failure.csv` has one), and those rows are sorted in
+//!   place with a warning. A row further back is an error: that is more often two files glued
 //!   together than a recording, and sorting it would hide that.
 //! - The trace's step ([`Trace::typical_step`]) is the most common gap between rows, the
 //!   smallest on a tie, so that gaps and a few uneven rows do not change it.
@@ -24,6 +26,9 @@ use std::path::Path;
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 
 use crate::series::Series;
+
+/// How far a row may go back in time: the hour local time repeats when daylight saving ends.
+pub const MAX_STEP_BACK: i64 = 3_600;
 
 /// Refuse traces larger than this: a year of 1-second points fits, a runaway file does not.
 const MAX_BYTES: u64 = 512 * 1024 * 1024;
@@ -95,6 +100,8 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Trace, TraceError> {
         message,
     };
     let mut seen_content = false;
+    let mut latest = i64::MIN;
+    let mut first_back: Option<usize> = None;
     for (index, raw) in text.lines().enumerate() {
         let line_no = index + 1;
         let line = raw.trim().trim_start_matches('\u{feff}');
@@ -123,18 +130,30 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Trace, TraceError> {
             Err(message) => return Err(line_error(line_no, message)),
         };
         let value = parse_value(fields[1]).map_err(|m| line_error(line_no, m))?;
-        if let Some(&(previous, _)) = points.last()
-            && timestamp < previous
-        {
+        if timestamp < latest.saturating_sub(MAX_STEP_BACK) {
             return Err(line_error(
                 line_no,
                 format!(
-                    "timestamp {} is earlier than the previous line's; rows must be in time order",
+                    "timestamp {} is more than {MAX_STEP_BACK}s earlier than a line before it; \
+                     rows must be in time order (an hour repeated when daylight saving ends is \
+                     the only step back allowed)",
                     fields[0]
                 ),
             ));
         }
+        if timestamp < latest {
+            first_back.get_or_insert(line_no);
+        }
+        latest = latest.max(timestamp);
         points.push((timestamp, value));
+    }
+    if let Some(line) = first_back {
+        tracing::warn!(
+            trace = origin,
+            line,
+            "rows go back in time (a repeated hour?) from this line on; sorted by time"
+        );
+        points.sort_by_key(|&(t, _)| t);
     }
     if points.is_empty() {
         return Err(TraceError::Invalid {
@@ -400,7 +419,7 @@ mod tests {
             ("0,1\n60,lots", 2, "invalid value"),
             ("0,1\n60,-3", 2, "negative"),
             ("0,1\n60,1,2", 2, "expected 2 fields"),
-            ("60,1\n0,1", 2, "time order"),
+            ("7200,1\n0,1", 2, "time order"),
             ("1793491200000,1", 1, "milliseconds"),
             ("0,inf", 1, "not finite"),
         ];
@@ -411,6 +430,19 @@ mod tests {
                 "{text:?} gave {message:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_hour_repeated_when_daylight_saving_ends_is_sorted_in() {
+        // Local time: 01:00-01:59 twice (the second pass as 01:00 again, 55 minutes back).
+        let text = "2026-11-01 00:30,1\n2026-11-01 01:00,2\n2026-11-01 01:55,3\n\
+                    2026-11-01 01:00,4\n2026-11-01 02:00,5";
+        let trace = parse(text).expect("an hour back is a repeated hour, not an error");
+        let times: Vec<i64> = trace.points.iter().map(|p| p.0).collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+        assert_eq!(trace.points.len(), 5);
+        // More than an hour back is refused.
+        assert!(parse("2026-11-01 03:00,1\n2026-11-01 01:59,2").is_err());
     }
 
     #[test]
