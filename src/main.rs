@@ -11,7 +11,11 @@ fn main() -> ExitCode {
             let mut message = format!("error: {err}");
             let mut source = err.source();
             while let Some(cause) = source {
-                message.push_str(&format!(": {cause}"));
+                // Many errors already print their source in their own message.
+                let text = cause.to_string();
+                if !message.contains(&text) {
+                    message.push_str(&format!(": {text}"));
+                }
                 source = cause.source();
             }
             eprintln!("{message}");
