@@ -246,7 +246,7 @@ async fn read_online(
             .set(demand);
     }
     // A series that stopped (the target is gone, the exporter died) is missing, not zero.
-    let stale_after = (3 * step).max(300);
+    let stale_after = spec.guardrails.missing_after_secs(step);
     if let Some(series) = &history {
         let age = last_finite_age(series, now);
         if observed_demand.is_none() && age.is_none_or(|age| age > stale_after) {
@@ -602,9 +602,14 @@ pub async fn run_cycle(
     };
     let (mut plan, plan_memory) = crate::plan::plan(spec, &input, &memory.plan_memory);
     memory.plan_memory = plan_memory;
-    // Belt and braces: unreadable demand never scales an online workload down.
+    // Belt and braces: unreadable demand never scales an online workload down. Unreadable
+    // includes a latest value that is unusable (NaN, infinite, absent, duplicated) while the
+    // forecast still runs on the history before it, until `missingMetricsAfter`: that
+    // forecast may grow the workload, never shrink it.
+    let unreadable =
+        |state: &OnlineState| state.forecast.is_none() || state.observed_demand.is_none();
     for (state, decision) in input.online.iter().zip(plan.online.iter_mut()) {
-        if state.forecast.is_none() && decision.desired < state.current {
+        if unreadable(state) && decision.desired < state.current {
             decision.desired = state.current;
             decision.reason = format!("holding: demand unreadable ({})", decision.reason);
         }
@@ -612,7 +617,7 @@ pub async fn run_cycle(
     // Nor does unreadable demand free capacity for batch: while an online need is unknown,
     // batch does not grow (it would have to give the capacity back once demand is readable,
     // possibly mid-peak).
-    if input.online.iter().any(|state| state.forecast.is_none()) {
+    if input.online.iter().any(unreadable) {
         for decision in plan.offline.iter_mut() {
             if decision.desired > decision.current {
                 decision.desired = decision.current;
@@ -784,6 +789,8 @@ mod tests {
     struct FakeSource {
         demand: HashMap<String, f64>,
         down: Vec<String>,
+        /// Queries whose latest value is unusable (NaN, absent) while their history reads.
+        no_latest: Vec<String>,
         /// (start, end) of every range asked.
         asked: Mutex<Vec<(i64, i64)>>,
         /// `forget_before` calls: (query, before).
@@ -824,6 +831,9 @@ mod tests {
                         query: query.into(),
                         seconds: 10,
                     });
+                }
+                if self.no_latest.iter().any(|q| q == query) {
+                    return Ok(None);
                 }
                 Ok(Some(Sample {
                     at: NOW,
@@ -995,6 +1005,7 @@ guardrails: {{scaleDown: {{maxPercentPerMinute: 100, stabilization: 20s}}}}
         FakeSource {
             demand: [("payment_demand".to_string(), payment)].into(),
             down: vec![],
+            no_latest: vec![],
             asked: Mutex::default(),
             forgotten: Mutex::default(),
         }
@@ -1127,6 +1138,40 @@ guardrails: {{scaleDown: {{maxPercentPerMinute: 100, stabilization: 20s}}}}
             !cluster.log().iter().any(|l| l.starts_with("scale payment")),
             "{:?}",
             cluster.log()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unusable_latest_value_holds_online_and_batch_while_the_forecast_runs() {
+        // payment has 9 replicas for a demand that needs 1 or 2: with readable demand it comes
+        // down once the 20 s stabilization has passed, and batch takes the capacity.
+        let run = |latest_usable: bool| async move {
+            let cluster = FakeCluster::with(&[("payment", 9), ("batch", 1)]);
+            let mut memory = PolicyMemory::default();
+            let mut source = source(100.0);
+            if !latest_usable {
+                source.no_latest.push("payment_demand".into());
+            }
+            for minutes in [0, 1, 2] {
+                // Half a minute into the step: the window (startup + interval + 15 s) reaches
+                // the forecast's first step.
+                let now = NOW + 30 + minutes * 60;
+                let report =
+                    cycle_at(&spec("enforce"), &source, &cluster, &mut memory, true, now).await;
+                // Within the grace (5 min for a 1m step): the forecast still runs.
+                assert!(report.missing_metrics.is_empty(), "{report:?}");
+                assert!(report.plan.is_some());
+            }
+            let workloads = cluster.workloads.lock().unwrap().clone();
+            (workloads["payment"].0, workloads["batch"].0)
+        };
+        let (payment, batch) = run(true).await;
+        assert!(payment < 9 && batch > 1, "readable: {payment}, {batch}");
+        let (payment, batch) = run(false).await;
+        assert_eq!(
+            (payment, batch),
+            (9, 1),
+            "the latest value unusable: nothing moves"
         );
     }
 
