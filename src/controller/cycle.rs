@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::actuate::{Actuator, DryRun, Observed, ScaleOutcome, Target};
+use crate::actuate::{Actuator, DryRun, Fence, Observed, ScaleOutcome, Target, WriterMemory};
 use crate::forecast::{FittedModel, Forecast, ForecastMethod, ForecastSpec, Forecaster, Series};
 use crate::plan::{OfflineState, OnlineState, Plan, PlanInput, PlanMemory, Resources};
 use crate::policy::{Mode, ShiftPolicySpec};
@@ -56,8 +56,9 @@ pub struct Environment<'a> {
     pub source: &'a dyn DemandSource,
     pub actuator: &'a dyn Actuator,
     pub forecaster: Arc<dyn Forecaster>,
-    /// Checked before every write: false once leadership is lost.
-    pub may_write: &'a (dyn Fn() -> bool + Send + Sync),
+    /// Checked before every write (by the actuator right before sending it, with the time
+    /// the write may take): false once leadership is lost or about to run out.
+    pub may_write: Fence<'a>,
     /// Longest wait for shrunk pods to be gone before growing anyway.
     pub shrink_wait: Duration,
     pub metrics: &'a Metrics,
@@ -75,6 +76,8 @@ pub struct WorkloadReport {
     pub ready: u32,
     pub desired: u32,
     pub reason: String,
+    /// What the actuator knows of the target's writers after the cycle, for the status.
+    pub writers: Option<WriterMemory>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -645,6 +648,7 @@ pub async fn run_cycle(
                 ready: seen.map_or(0, |o| o.ready),
                 desired: decision.desired,
                 reason: decision.reason.clone(),
+                writers: None,
             });
         }
     }
@@ -663,6 +667,9 @@ pub async fn run_cycle(
     }
 
     apply(env, &plan, &mut report).await;
+    for workload in &mut report.workloads {
+        workload.writers = env.actuator.writers(&workload.target);
+    }
     memory.last_plan = Some(plan.clone());
     report.plan = Some(plan);
     report
@@ -709,11 +716,11 @@ async fn apply(env: &Environment<'_>, plan: &Plan, report: &mut CycleReport) {
             if in_conflict.contains(&name) {
                 continue;
             }
-            if !report.dry_run && !(env.may_write)() {
+            if !report.dry_run && !(env.may_write)(Duration::ZERO) {
                 report.lost_leadership = true;
                 return;
             }
-            match writer.scale(target, desired).await {
+            match writer.scale(target, desired, env.may_write).await {
                 Ok(ScaleOutcome::Scaled { from, to }) | Ok(ScaleOutcome::DryRun { from, to }) => {
                     report.applied.push(Applied {
                         name: name.clone(),
@@ -727,6 +734,10 @@ async fn apply(env: &Environment<'_>, plan: &Plan, report: &mut CycleReport) {
                 }
                 Ok(ScaleOutcome::Unchanged) => {}
                 Ok(ScaleOutcome::Conflict(why)) => report.conflicts.push((name.clone(), why)),
+                Ok(ScaleOutcome::Fenced) => {
+                    report.lost_leadership = true;
+                    return;
+                }
                 Err(e) => {
                     env.metrics
                         .kube_api_errors_total
@@ -904,8 +915,12 @@ mod tests {
             &'a self,
             target: &'a Target,
             replicas: u32,
+            fence: Fence<'a>,
         ) -> BoxFuture<'a, Result<ScaleOutcome, ActuateError>> {
             async move {
+                if !fence(Duration::from_secs(2)) {
+                    return Ok(ScaleOutcome::Fenced);
+                }
                 let mut workloads = self.workloads.lock().unwrap();
                 let entry = workloads.get_mut(&name(target)).unwrap();
                 let from = entry.0;
@@ -987,7 +1002,7 @@ guardrails: {{scaleDown: {{maxPercentPerMinute: 100, stabilization: 20s}}}}
         now: i64,
     ) -> CycleReport {
         let metrics = Metrics::new();
-        let allow = move || may_write;
+        let allow = move |_: Duration| may_write;
         let env = Environment {
             source,
             actuator: cluster,

@@ -360,6 +360,22 @@ pub struct WorkloadStatus {
     pub current: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Replicas tideshift last wrote (or saw and agreed with), per object: the workload, or
+    /// each Job of a selector. A different value written by someone else is another writer.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub written: BTreeMap<String, u32>,
+    /// Another writer changed the target: tideshift leaves it alone for the daemon's
+    /// `--conflict-hold` from `since`, and a successor (restart, failover) does too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_writer: Option<OtherWriterStatus>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OtherWriterStatus {
+    /// RFC 3339 time the other writer was seen.
+    pub since: String,
+    pub message: String,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
