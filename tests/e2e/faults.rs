@@ -2669,7 +2669,11 @@ fn report_job(name: &str, parallelism: i32) -> k8s_openapi::api::batch::v1::Job 
             "template": {
                 "metadata": {
                     "labels": {"app": "reports"},
-                    "annotations": {"pod-complete.stage.kwok.x-k8s.io/delay": "1h"}
+                    // Both: kwok's delay is at most the jitter bound (5 s by default).
+                    "annotations": {
+                        "pod-complete.stage.kwok.x-k8s.io/delay": "1h",
+                        "pod-complete.stage.kwok.x-k8s.io/jitter-delay": "1h"
+                    }
                 },
                 "spec": {
                     "restartPolicy": "Never",
@@ -2761,27 +2765,59 @@ async fn a_job_selector_counts_every_jobs_pods_and_sees_other_writers() {
         },
     )
     .await;
+    // The Jobs' new total, from the Jobs themselves (the status is written only when the
+    // cycle, which waits for the pods, is over).
     let desired_reports = wait_until(
-        "the status to show the Jobs' new total",
+        "the Jobs' parallelism to add up to less than before",
         Duration::from_secs(30),
         async || {
-            let (_, status) = status_of(&admin, &ns, "shop").await?;
-            let w = status.workloads.iter().find(|w| w.name == "reports")?;
-            (w.desired < before["reports"]).then_some(w.desired)
+            let total: u32 = jobs
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .iter()
+                .filter_map(|j| j.spec.as_ref())
+                .map(|s| {
+                    if s.suspend == Some(true) {
+                        0
+                    } else {
+                        s.parallelism.unwrap_or(1).max(0) as u32
+                    }
+                })
+                .sum();
+            (total < before["reports"]).then_some(total)
         },
     )
     .await;
     let mut grew_early = None;
+    let mut timeline = Vec::new();
     let until = unix_now() + 15.0;
     while unix_now() < until {
         let payment = replicas(&admin, &ns, "payment").await;
         let pods = pods_holding(&admin, &ns, "reports").await;
+        timeline.push((
+            ((unix_now() - shift_from) * 10.0).round() / 10.0,
+            payment,
+            pods,
+        ));
         if payment.is_some_and(|p| p > before["payment"])
             && pods.is_some_and(|p| p > desired_reports as usize)
         {
             grew_early = Some((payment, pods));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!("seconds after the sale began, payment, the Jobs' pods: {timeline:?}");
+    // The window must really have held more pods than the Jobs' new total, or the check above
+    // proves nothing.
+    if !timeline
+        .iter()
+        .any(|(_, _, pods)| pods.is_some_and(|p| p > desired_reports as usize))
+    {
+        problems.push(format!(
+            "the Jobs' pods never outnumbered their new total {desired_reports} while the controller-manager was frozen: {timeline:?}"
+        ));
     }
     if let Some((payment, pods)) = grew_early {
         wrong += 1;
