@@ -691,9 +691,24 @@ async fn apply(env: &Environment<'_>, plan: &Plan, report: &mut CycleReport) {
     let in_conflict: Vec<String> = report.conflicts.iter().map(|(n, _)| n.clone()).collect();
 
     let mut shrunk: Vec<(Target, u32)> = Vec::new();
+    // A shrink that failed or met another writer may still land later (a write whose answer
+    // was lost) or never: the capacity it was to free is not free, so nothing grows on it in
+    // this cycle; the next cycle decides on what it reads then.
+    let mut shrink_not_applied = false;
     let shrinks: Vec<(String, u32)> = plan.shrinks().map(|a| (a.name.to_string(), a.to)).collect();
     let grows: Vec<(String, u32)> = plan.grows().map(|a| (a.name.to_string(), a.to)).collect();
     for (phase, actions) in [("shrink", shrinks), ("grow", grows)] {
+        if phase == "grow" && !actions.is_empty() && shrink_not_applied {
+            report.errors.push(format!(
+                "not growing {}: a shrink before it was not applied",
+                actions
+                    .iter()
+                    .map(|(name, _)| name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            return;
+        }
         if phase == "grow" && !actions.is_empty() && !report.dry_run {
             // Batch shrunk by an earlier cycle may still hold the capacity too: a cycle cut
             // short (restart, lost leadership) whose successor finds nothing left to shrink.
@@ -733,12 +748,16 @@ async fn apply(env: &Environment<'_>, plan: &Plan, report: &mut CycleReport) {
                     }
                 }
                 Ok(ScaleOutcome::Unchanged) => {}
-                Ok(ScaleOutcome::Conflict(why)) => report.conflicts.push((name.clone(), why)),
+                Ok(ScaleOutcome::Conflict(why)) => {
+                    shrink_not_applied |= phase == "shrink";
+                    report.conflicts.push((name.clone(), why));
+                }
                 Ok(ScaleOutcome::Fenced) => {
                     report.lost_leadership = true;
                     return;
                 }
                 Err(e) => {
+                    shrink_not_applied |= phase == "shrink";
                     env.metrics
                         .kube_api_errors_total
                         .with_label_values(&[e.verb()])
@@ -867,6 +886,8 @@ mod tests {
     struct FakeCluster {
         workloads: Mutex<HashMap<String, (u32, u32)>>,
         conflicts: Vec<String>,
+        /// Targets whose writes fail (an API server that does not answer).
+        failing: Vec<String>,
         log: Mutex<Vec<String>>,
     }
 
@@ -920,6 +941,13 @@ mod tests {
             async move {
                 if !fence(Duration::from_secs(2)) {
                     return Ok(ScaleOutcome::Fenced);
+                }
+                if self.failing.contains(&name(target)) {
+                    return Err(ActuateError::Api {
+                        target: name(target),
+                        verb: "patch",
+                        cause: "no answer within 2s".into(),
+                    });
                 }
                 let mut workloads = self.workloads.lock().unwrap();
                 let entry = workloads.get_mut(&name(target)).unwrap();
@@ -1137,6 +1165,49 @@ guardrails: {{scaleDown: {{maxPercentPerMinute: 100, stabilization: 20s}}}}
             .position(|l| l == "pods batch 2")
             .expect("batch pods counted down to 2");
         assert!(batch_gone < grow, "{log:?}");
+    }
+
+    #[tokio::test]
+    async fn online_does_not_grow_when_the_batch_shrink_before_it_failed() {
+        // The etcd stall of the fault tests: the shrink of batch got no answer.
+        let mut cluster = FakeCluster::with(&[("payment", 2), ("batch", 8)]);
+        cluster.failing.push("batch".into());
+        let mut memory = PolicyMemory::default();
+        let report = cycle(
+            &spec("enforce"),
+            &source(750.0),
+            &cluster,
+            &mut memory,
+            true,
+        )
+        .await;
+        let log = cluster.log();
+        assert!(
+            !log.iter().any(|l| l.starts_with("scale payment")),
+            "{log:?}"
+        );
+        assert!(
+            report
+                .errors
+                .iter()
+                .any(|e| e.contains("not growing payment")),
+            "{:?}",
+            report.errors
+        );
+        // Once the shrink goes through, payment grows after it.
+        cluster.failing.clear();
+        cycle(
+            &spec("enforce"),
+            &source(750.0),
+            &cluster,
+            &mut memory,
+            true,
+        )
+        .await;
+        let log = cluster.log();
+        let shrink = log.iter().position(|l| l.starts_with("scale batch"));
+        let grow = log.iter().position(|l| l.starts_with("scale payment"));
+        assert!(shrink.is_some() && shrink < grow, "{log:?}");
     }
 
     #[tokio::test]
