@@ -443,7 +443,10 @@ fn run(g: &PolicyGen, cycles: &[Cycle], start_online: &[u32]) -> Result<(), Test
             .zip(&input.online)
             .zip(&p.online)
             .map(|((o, s), w)| {
-                let unplanned = w.untrusted.is_some() || w.reason.contains("missing");
+                let unplanned = w.untrusted.is_some()
+                    || w.reason.contains("missing")
+                    || s.observed_demand
+                        .is_none_or(|d| !(d.is_finite() && d >= 0.0));
                 if unplanned {
                     o.min.max(s.current.min(o.min + o.span))
                 } else {
@@ -538,6 +541,17 @@ fn run(g: &PolicyGen, cycles: &[Cycle], start_online: &[u32]) -> Result<(), Test
                     if !g.reactive {
                         prop_assert!(desired >= online_current[i].min(max));
                     }
+                }
+                // No usable demand now: the forecast may grow the workload, never shrink it.
+                if input.online[i].observed_demand.is_none() {
+                    prop_assert!(
+                        desired >= online_current[i].min(max),
+                        "{} shrunk {} -> {} with demand unreadable now: {:#?}",
+                        i,
+                        online_current[i],
+                        desired,
+                        p
+                    );
                 }
             }
         }

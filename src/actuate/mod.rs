@@ -8,6 +8,7 @@
 pub mod kubernetes;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -72,6 +73,29 @@ pub struct Observed {
     pub conflict: Option<String>,
 }
 
+/// Asked right before every write, with the longest time the write may take: whether it may be
+/// sent now. False once leadership is lost, or when it could run out before the write is done:
+/// a deposed leader must never write.
+pub type Fence<'a> = &'a (dyn Fn(Duration) -> bool + Send + Sync);
+
+/// What an actuator knows of a target's writers: kept in the policy's status, so that a
+/// successor (after a restart or a failover) knows it too.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WriterMemory {
+    /// Per object (the workload, or each Job of a selector): the replicas tideshift last wrote
+    /// or saw and agreed with. A different value written by someone else is a conflict.
+    pub written: BTreeMap<String, u32>,
+    /// Another writer changed the target: it is left alone for the conflict hold from then.
+    pub other_writer: Option<OtherWriter>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct OtherWriter {
+    /// Unix seconds.
+    pub since: i64,
+    pub reason: String,
+}
+
 /// The result of a write.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ScaleOutcome {
@@ -83,6 +107,8 @@ pub enum ScaleOutcome {
     Conflict(String),
     /// Not written: dry-run.
     DryRun { from: u32, to: u32 },
+    /// Not written: leadership was lost (or would run out before the write could finish).
+    Fenced,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,11 +143,13 @@ impl ActuateError {
 pub trait Actuator: Send + Sync {
     fn observe<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<Observed, ActuateError>>;
 
-    /// Ask for `replicas`. Refuses (returns `Conflict`) when another writer owns the target.
+    /// Ask for `replicas`. Refuses (returns `Conflict`) when another writer owns the target,
+    /// and sends nothing (returns `Fenced`) unless `fence` allows it right before sending.
     fn scale<'a>(
         &'a self,
         target: &'a Target,
         replicas: u32,
+        fence: Fence<'a>,
     ) -> BoxFuture<'a, Result<ScaleOutcome, ActuateError>>;
 
     /// Pods of the target that still exist and hold capacity (including terminating ones).
@@ -143,6 +171,14 @@ pub trait Actuator: Send + Sync {
         }
         .boxed()
     }
+
+    /// What is known of the target's writers, to keep where a successor finds it.
+    fn writers(&self, _target: &Target) -> Option<WriterMemory> {
+        None
+    }
+
+    /// Take over what a predecessor knew of the target's writers (from the policy's status).
+    fn remember_writers(&self, _target: &Target, _memory: WriterMemory) {}
 }
 
 /// Reads through to `inner`, writes nothing: `mode: dry-run`.
@@ -157,6 +193,7 @@ impl Actuator for DryRun<'_> {
         &'a self,
         target: &'a Target,
         replicas: u32,
+        _fence: Fence<'a>,
     ) -> BoxFuture<'a, Result<ScaleOutcome, ActuateError>> {
         async move {
             let observed = self.0.observe(target).await?;
@@ -186,6 +223,10 @@ impl Actuator for DryRun<'_> {
         selector: &'a BTreeMap<String, String>,
     ) -> BoxFuture<'a, Result<Resources, ActuateError>> {
         self.0.node_capacity(selector)
+    }
+
+    fn writers(&self, target: &Target) -> Option<WriterMemory> {
+        self.0.writers(target)
     }
 }
 

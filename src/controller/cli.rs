@@ -50,15 +50,23 @@ pub struct RunArgs {
     /// This replica's holder identity (default: POD_NAME, else hostname and pid).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
-    /// A standby takes over this long after the leader's last renewal.
-    #[arg(long, default_value = "10s")]
+    /// A standby takes over this long after the leader's last renewal (see docs/daemon.md,
+    /// High availability, for the timings and what they cost in API requests).
+    #[arg(long, default_value = "4s")]
     pub lease_duration: PolicyDuration,
-    /// The leader stops writing this long after its last successful renewal (< lease duration).
-    #[arg(long, default_value = "7s")]
+    /// The leader stops reconciling this long after its last successful renewal (< lease
+    /// duration).
+    #[arg(long, default_value = "3s")]
     pub renew_deadline: PolicyDuration,
     /// How often the Lease is renewed or tried.
-    #[arg(long, default_value = "2s")]
+    #[arg(long, default_value = "500ms")]
     pub retry_period: PolicyDuration,
+    /// Longest wait for one Kubernetes API request on the write path: reading workloads and
+    /// pods, writing replicas and status, the Lease. With leader election, a write is sent only
+    /// if it would time out before another replica could take the Lease over; it must leave
+    /// room for a renewal (api-timeout + retry-period < lease-duration).
+    #[arg(long, env = "TIDESHIFT_API_TIMEOUT", default_value = "2s")]
+    pub api_timeout: PolicyDuration,
     /// Longest wait for shrunk batch pods to be gone before growing online anyway.
     #[arg(long, default_value = "30s")]
     pub shrink_wait: PolicyDuration,
@@ -77,10 +85,15 @@ fn default_identity() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-async fn kube_client(
+/// The API clients: one for watches (long polls, kube's retries), and one for the write path,
+/// whose every request gives up after `--api-timeout` and is never retried behind the daemon's
+/// back (a retried write could land after leadership ended). Both name the replica in their
+/// User-Agent, so the API server's audit log tells replicas apart.
+async fn kube_clients(
     args: &RunArgs,
-) -> Result<kube::Client, Box<dyn std::error::Error + Send + Sync>> {
-    let config = match &args.kubeconfig {
+    identity: &str,
+) -> Result<(kube::Client, kube::Client), Box<dyn std::error::Error + Send + Sync>> {
+    let mut config = match &args.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
                 .map_err(|e| format!("reading kubeconfig {}: {e}", path.display()))?;
@@ -92,7 +105,20 @@ async fn kube_client(
             .await
             .map_err(|e| format!("no Kubernetes configuration (KUBECONFIG or in-cluster): {e}"))?,
     };
-    Ok(kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?)
+    let agent = format!("tideshift/{} ({identity})", env!("CARGO_PKG_VERSION"));
+    let agent = http::HeaderValue::from_str(&agent)
+        .map_err(|e| format!("identity {identity:?} cannot be sent as a User-Agent: {e}"))?;
+    config.headers.push((http::header::USER_AGENT, agent));
+    let mut bounded = config.clone();
+    let timeout = args.api_timeout.0;
+    bounded.connect_timeout = Some(timeout);
+    bounded.read_timeout = Some(timeout);
+    bounded.write_timeout = Some(timeout);
+    bounded.reset_reader_on_write = true;
+    bounded.default_retry = false;
+    let client = kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?;
+    let writer = kube::Client::try_from(bounded).map_err(|e| format!("Kubernetes client: {e}"))?;
+    Ok((client, writer))
 }
 
 /// Resolves on SIGTERM or ctrl-c.
@@ -126,16 +152,43 @@ pub fn run(args: RunArgs) -> CliResult {
     runtime.block_on(run_daemon(args))
 }
 
-async fn run_daemon(args: RunArgs) -> CliResult {
-    if args.leader_election && args.renew_deadline.0 >= args.lease_duration.0 {
+/// The lease timings must fence writes: see `controller::leader`.
+fn check_timings(args: &RunArgs) -> Result<(), String> {
+    if args.api_timeout.0.is_zero() {
+        return Err("--api-timeout must be positive".into());
+    }
+    if !args.leader_election {
+        return Ok(());
+    }
+    if args.renew_deadline.0 >= args.lease_duration.0 {
         return Err("--renew-deadline must be shorter than --lease-duration".into());
     }
-    let client = kube_client(&args).await?;
+    if args.retry_period.0.is_zero() || args.retry_period.0 >= args.renew_deadline.0 {
+        return Err("--retry-period must be positive and shorter than --renew-deadline".into());
+    }
+    if args.api_timeout.0 + args.retry_period.0 >= args.lease_duration.0 {
+        return Err(format!(
+            "--api-timeout ({}) plus --retry-period ({}) must be shorter than --lease-duration \
+             ({}): a write is sent only if it times out before the lease could pass to another \
+             replica, which must be possible between renewals",
+            args.api_timeout, args.retry_period, args.lease_duration
+        ));
+    }
+    Ok(())
+}
+
+async fn run_daemon(args: RunArgs) -> CliResult {
+    check_timings(&args)?;
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let (client, writer) = kube_clients(&args, &identity).await?;
     let prometheus = args.prometheus.config(&args.prometheus_url);
     let source = Arc::new(PrometheusSource::new(prometheus)?);
-    let actuator = Arc::new(KubeActuator::new(client.clone(), args.conflict_hold.0));
+    let actuator = Arc::new(KubeActuator::new(
+        writer.clone(),
+        args.conflict_hold.0,
+        args.api_timeout.0,
+    ));
     let metrics = Metrics::new();
-    let identity = args.identity.clone().unwrap_or_else(default_identity);
     let health = Health {
         leader_election: args.leader_election,
         ..Default::default()
@@ -158,7 +211,7 @@ async fn run_daemon(args: RunArgs) -> CliResult {
             .clone()
             .unwrap_or_else(|| client.default_namespace().to_string());
         Some(Arc::new(LeaderElector::new(
-            client.clone(),
+            writer.clone(),
             LeaseConfig {
                 name: args.lease_name.clone(),
                 namespace,
@@ -166,6 +219,8 @@ async fn run_daemon(args: RunArgs) -> CliResult {
                 lease_duration: args.lease_duration.0,
                 renew_deadline: args.renew_deadline.0,
                 retry_period: args.retry_period.0,
+                // A try longer than the renew deadline cannot keep leadership anyway.
+                request_timeout: args.api_timeout.0.min(args.renew_deadline.0),
             },
         )))
     } else {
@@ -190,7 +245,8 @@ async fn run_daemon(args: RunArgs) -> CliResult {
             },
             args.shrink_wait.0,
         )
-        .with_cross_namespace(args.allow_cross_namespace),
+        .with_cross_namespace(args.allow_cross_namespace)
+        .with_api_timeout(args.api_timeout.0),
     );
 
     let server = tokio::spawn(crate::telemetry::serve(

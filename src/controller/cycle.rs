@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::actuate::{Actuator, DryRun, Observed, ScaleOutcome, Target};
+use crate::actuate::{Actuator, DryRun, Fence, Observed, ScaleOutcome, Target, WriterMemory};
 use crate::forecast::{
     FittedModel, Forecast, ForecastRecord, ForecastSpec, Forecaster, RecentAccuracy, Series,
 };
@@ -58,8 +58,9 @@ pub struct Environment<'a> {
     pub source: &'a dyn DemandSource,
     pub actuator: &'a dyn Actuator,
     pub forecaster: Arc<dyn Forecaster>,
-    /// Checked before every write: false once leadership is lost.
-    pub may_write: &'a (dyn Fn() -> bool + Send + Sync),
+    /// Checked before every write (by the actuator right before sending it, with the time
+    /// the write may take): false once leadership is lost or about to run out.
+    pub may_write: Fence<'a>,
     /// Longest wait for shrunk pods to be gone before growing anyway.
     pub shrink_wait: Duration,
     pub metrics: &'a Metrics,
@@ -81,6 +82,8 @@ pub struct WorkloadReport {
     pub forecast_method: Option<&'static str>,
     /// Online with a forecast: whether the plan used it.
     pub forecast_trusted: Option<bool>,
+    /// What the actuator knows of the target's writers after the cycle, for the status.
+    pub writers: Option<WriterMemory>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -255,7 +258,7 @@ async fn read_online(
             .set(demand);
     }
     // A series that stopped (the target is gone, the exporter died) is missing, not zero.
-    let stale_after = (3 * step).max(300);
+    let stale_after = spec.guardrails.missing_after_secs(step);
     if let Some(series) = &history {
         let age = last_finite_age(series, now);
         if observed_demand.is_none() && age.is_none_or(|age| age > stale_after) {
@@ -637,6 +640,7 @@ pub async fn run_cycle(
                 reason: decision.reason.clone(),
                 forecast_method: forecast.map(|f| f.method.name()),
                 forecast_trusted: forecast.map(|_| decision.peak.is_some()),
+                writers: None,
             });
         }
     }
@@ -655,6 +659,9 @@ pub async fn run_cycle(
     }
 
     apply(env, &plan, &mut report).await;
+    for workload in &mut report.workloads {
+        workload.writers = env.actuator.writers(&workload.target);
+    }
     memory.last_plan = Some(plan.clone());
     report.plan = Some(plan);
     report
@@ -676,9 +683,24 @@ async fn apply(env: &Environment<'_>, plan: &Plan, report: &mut CycleReport) {
     let in_conflict: Vec<String> = report.conflicts.iter().map(|(n, _)| n.clone()).collect();
 
     let mut shrunk: Vec<(Target, u32)> = Vec::new();
+    // A shrink that failed or met another writer may still land later (a write whose answer
+    // was lost) or never: the capacity it was to free is not free, so nothing grows on it in
+    // this cycle; the next cycle decides on what it reads then.
+    let mut shrink_not_applied = false;
     let shrinks: Vec<(String, u32)> = plan.shrinks().map(|a| (a.name.to_string(), a.to)).collect();
     let grows: Vec<(String, u32)> = plan.grows().map(|a| (a.name.to_string(), a.to)).collect();
     for (phase, actions) in [("shrink", shrinks), ("grow", grows)] {
+        if phase == "grow" && !actions.is_empty() && shrink_not_applied {
+            report.errors.push(format!(
+                "not growing {}: a shrink before it was not applied",
+                actions
+                    .iter()
+                    .map(|(name, _)| name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            return;
+        }
         if phase == "grow" && !actions.is_empty() && !report.dry_run {
             // Batch shrunk by an earlier cycle may still hold the capacity too: a cycle cut
             // short (restart, lost leadership) whose successor finds nothing left to shrink.
@@ -701,11 +723,11 @@ async fn apply(env: &Environment<'_>, plan: &Plan, report: &mut CycleReport) {
             if in_conflict.contains(&name) {
                 continue;
             }
-            if !report.dry_run && !(env.may_write)() {
+            if !report.dry_run && !(env.may_write)(Duration::ZERO) {
                 report.lost_leadership = true;
                 return;
             }
-            match writer.scale(target, desired).await {
+            match writer.scale(target, desired, env.may_write).await {
                 Ok(ScaleOutcome::Scaled { from, to }) | Ok(ScaleOutcome::DryRun { from, to }) => {
                     report.applied.push(Applied {
                         name: name.clone(),
@@ -718,8 +740,16 @@ async fn apply(env: &Environment<'_>, plan: &Plan, report: &mut CycleReport) {
                     }
                 }
                 Ok(ScaleOutcome::Unchanged) => {}
-                Ok(ScaleOutcome::Conflict(why)) => report.conflicts.push((name.clone(), why)),
+                Ok(ScaleOutcome::Conflict(why)) => {
+                    shrink_not_applied |= phase == "shrink";
+                    report.conflicts.push((name.clone(), why));
+                }
+                Ok(ScaleOutcome::Fenced) => {
+                    report.lost_leadership = true;
+                    return;
+                }
                 Err(e) => {
+                    shrink_not_applied |= phase == "shrink";
                     env.metrics
                         .kube_api_errors_total
                         .with_label_values(&[e.verb()])
@@ -773,6 +803,8 @@ mod tests {
     struct FakeSource {
         demand: HashMap<String, f64>,
         down: Vec<String>,
+        /// Queries whose latest value is unusable (NaN, absent) while their history reads.
+        no_latest: Vec<String>,
         /// (start, end) of every range asked.
         asked: Mutex<Vec<(i64, i64)>>,
         /// `forget_before` calls: (query, before).
@@ -814,6 +846,9 @@ mod tests {
                         seconds: 10,
                     });
                 }
+                if self.no_latest.iter().any(|q| q == query) {
+                    return Ok(None);
+                }
                 Ok(Some(Sample {
                     at: NOW,
                     value: self.demand[query],
@@ -835,6 +870,8 @@ mod tests {
     struct FakeCluster {
         workloads: Mutex<HashMap<String, (u32, u32)>>,
         conflicts: Vec<String>,
+        /// Targets whose writes fail (an API server that does not answer).
+        failing: Vec<String>,
         log: Mutex<Vec<String>>,
     }
 
@@ -883,8 +920,19 @@ mod tests {
             &'a self,
             target: &'a Target,
             replicas: u32,
+            fence: Fence<'a>,
         ) -> BoxFuture<'a, Result<ScaleOutcome, ActuateError>> {
             async move {
+                if !fence(Duration::from_secs(2)) {
+                    return Ok(ScaleOutcome::Fenced);
+                }
+                if self.failing.contains(&name(target)) {
+                    return Err(ActuateError::Api {
+                        target: name(target),
+                        verb: "patch",
+                        cause: "no answer within 2s".into(),
+                    });
+                }
                 let mut workloads = self.workloads.lock().unwrap();
                 let entry = workloads.get_mut(&name(target)).unwrap();
                 let from = entry.0;
@@ -966,7 +1014,7 @@ guardrails: {{scaleDown: {{maxPercentPerMinute: 100, stabilization: 20s}}}}
         now: i64,
     ) -> CycleReport {
         let metrics = Metrics::new();
-        let allow = move || may_write;
+        let allow = move |_: Duration| may_write;
         let env = Environment {
             source,
             actuator: cluster,
@@ -984,6 +1032,7 @@ guardrails: {{scaleDown: {{maxPercentPerMinute: 100, stabilization: 20s}}}}
         FakeSource {
             demand: [("payment_demand".to_string(), payment)].into(),
             down: vec![],
+            no_latest: vec![],
             asked: Mutex::default(),
             forgotten: Mutex::default(),
         }
@@ -1103,6 +1152,49 @@ guardrails: {{scaleDown: {{maxPercentPerMinute: 100, stabilization: 20s}}}}
     }
 
     #[tokio::test]
+    async fn online_does_not_grow_when_the_batch_shrink_before_it_failed() {
+        // The etcd stall of the fault tests: the shrink of batch got no answer.
+        let mut cluster = FakeCluster::with(&[("payment", 2), ("batch", 8)]);
+        cluster.failing.push("batch".into());
+        let mut memory = PolicyMemory::default();
+        let report = cycle(
+            &spec("enforce"),
+            &source(750.0),
+            &cluster,
+            &mut memory,
+            true,
+        )
+        .await;
+        let log = cluster.log();
+        assert!(
+            !log.iter().any(|l| l.starts_with("scale payment")),
+            "{log:?}"
+        );
+        assert!(
+            report
+                .errors
+                .iter()
+                .any(|e| e.contains("not growing payment")),
+            "{:?}",
+            report.errors
+        );
+        // Once the shrink goes through, payment grows after it.
+        cluster.failing.clear();
+        cycle(
+            &spec("enforce"),
+            &source(750.0),
+            &cluster,
+            &mut memory,
+            true,
+        )
+        .await;
+        let log = cluster.log();
+        let shrink = log.iter().position(|l| l.starts_with("scale batch"));
+        let grow = log.iter().position(|l| l.starts_with("scale payment"));
+        assert!(shrink.is_some() && shrink < grow, "{log:?}");
+    }
+
+    #[tokio::test]
     async fn missing_metrics_hold_online_and_never_scale_it_down() {
         let cluster = FakeCluster::with(&[("payment", 9), ("batch", 1)]);
         let mut memory = PolicyMemory::default();
@@ -1116,6 +1208,40 @@ guardrails: {{scaleDown: {{maxPercentPerMinute: 100, stabilization: 20s}}}}
             !cluster.log().iter().any(|l| l.starts_with("scale payment")),
             "{:?}",
             cluster.log()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unusable_latest_value_holds_online_and_batch_while_the_forecast_runs() {
+        // payment has 9 replicas for a demand that needs 1 or 2: with readable demand it comes
+        // down once the 20 s stabilization has passed, and batch takes the capacity.
+        let run = |latest_usable: bool| async move {
+            let cluster = FakeCluster::with(&[("payment", 9), ("batch", 1)]);
+            let mut memory = PolicyMemory::default();
+            let mut source = source(100.0);
+            if !latest_usable {
+                source.no_latest.push("payment_demand".into());
+            }
+            for minutes in [0, 1, 2] {
+                // Half a minute into the step: the window (startup + interval + 15 s) reaches
+                // the forecast's first step.
+                let now = NOW + 30 + minutes * 60;
+                let report =
+                    cycle_at(&spec("enforce"), &source, &cluster, &mut memory, true, now).await;
+                // Within the grace (5 min for a 1m step): the forecast still runs.
+                assert!(report.missing_metrics.is_empty(), "{report:?}");
+                assert!(report.plan.is_some());
+            }
+            let workloads = cluster.workloads.lock().unwrap().clone();
+            (workloads["payment"].0, workloads["batch"].0)
+        };
+        let (payment, batch) = run(true).await;
+        assert!(payment < 9 && batch > 1, "readable: {payment}, {batch}");
+        let (payment, batch) = run(false).await;
+        assert_eq!(
+            (payment, batch),
+            (9, 1),
+            "the latest value unusable: nothing moves"
         );
     }
 

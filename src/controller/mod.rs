@@ -36,7 +36,7 @@ pub const FIELD_MANAGER: &str = "tideshift";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("ShiftPolicy {policy}: status patch failed: {cause}")]
-    Status { policy: String, cause: kube::Error },
+    Status { policy: String, cause: String },
     #[error("ShiftPolicy without a namespace")]
     NoNamespace,
 }
@@ -53,6 +53,8 @@ pub struct Context {
     pub shrink_wait: Duration,
     /// Whether a policy may name workloads outside its own namespace.
     pub allow_cross_namespace: bool,
+    /// Longest wait for the status write (fenced by leadership like every other write).
+    pub api_timeout: Duration,
     states: Mutex<HashMap<String, Arc<Mutex<PolicyState>>>>,
 }
 
@@ -66,6 +68,9 @@ struct PolicyState {
     workloads: Vec<(String, &'static str)>,
     /// When the last cycle started, and for which generation.
     last_run: Option<(Instant, Option<i64>)>,
+    /// The leadership epoch in which what the status says of the workloads' writers was last
+    /// handed to the actuator: read again whenever leading begins (a predecessor wrote it).
+    writers_read_in: Option<u64>,
 }
 
 impl Context {
@@ -90,6 +95,7 @@ impl Context {
             leadership,
             shrink_wait,
             allow_cross_namespace: false,
+            api_timeout: Duration::from_secs(10),
             states: Mutex::new(HashMap::new()),
         }
     }
@@ -99,6 +105,11 @@ impl Context {
     /// through the daemon's rights).
     pub fn with_cross_namespace(mut self, allow: bool) -> Self {
         self.allow_cross_namespace = allow;
+        self
+    }
+
+    pub fn with_api_timeout(mut self, timeout: Duration) -> Self {
+        self.api_timeout = timeout;
         self
     }
 
@@ -245,8 +256,16 @@ pub async fn reconcile(policy: Arc<ShiftPolicy>, ctx: Arc<Context>) -> Result<Ac
                 .map(|w| (w.name.clone(), "online"))
                 .chain(spec.offline.iter().map(|w| (w.name.clone(), "offline")))
                 .collect();
+            // What a predecessor (a replica that led before, or this process before a
+            // restart) knew of the targets' writers: that another writer owns a target, and
+            // what tideshift last wrote, so that a foreign write made meanwhile is seen.
+            let epoch = ctx.leadership.epoch();
+            if state.writers_read_in != Some(epoch) {
+                remember_writers(ctx.actuator.as_ref(), &policy, spec, &namespace);
+                state.writers_read_in = Some(epoch);
+            }
             let leadership = ctx.leadership.clone();
-            let may_write = move || leadership.is_leader();
+            let may_write = move |within: Duration| leadership.may_write(within);
             let env = Environment {
                 source: ctx.source.as_ref(),
                 actuator: ctx.actuator.as_ref(),
@@ -301,15 +320,22 @@ pub async fn reconcile(policy: Arc<ShiftPolicy>, ctx: Arc<Context>) -> Result<Ac
     let patch = json!({"status": new_status});
     if previous == Some(&new_status) {
         // Nothing new to say.
-    } else if let Err(cause) = api
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        ctx.metrics
-            .kube_api_errors_total
-            .with_label_values(&["patch"])
-            .inc();
-        return Err(Error::Status { policy: key, cause });
+    } else if !ctx.leadership.may_write(ctx.api_timeout) {
+        // The status holds what a successor reads: a deposed leader must not overwrite it.
+        return Ok(Action::requeue(interval_of(&policy.spec)));
+    } else {
+        let written = within(
+            ctx.api_timeout,
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+        )
+        .await;
+        if let Err(cause) = written {
+            ctx.metrics
+                .kube_api_errors_total
+                .with_label_values(&["patch"])
+                .inc();
+            return Err(Error::Status { policy: key, cause });
+        }
     }
     let reference = policy.object_ref(&());
     let repeated_dry_run = report.as_ref().is_some_and(|r| {
@@ -322,12 +348,16 @@ pub async fn reconcile(policy: Arc<ShiftPolicy>, ctx: Arc<Context>) -> Result<Ac
         if repeated_dry_run && event.reason == "DryRunShift" {
             continue;
         }
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        if !ctx.leadership.may_write(ctx.api_timeout) {
+            break;
+        }
+        let published = within(ctx.api_timeout, ctx.recorder.publish(&event, &reference)).await;
+        if let Err(error) = published {
             ctx.metrics
                 .kube_api_errors_total
                 .with_label_values(&["create"])
                 .inc();
-            tracing::warn!(policy = %key, error = %e, reason = %event.reason, "event not recorded");
+            tracing::warn!(policy = %key, %error, reason = %event.reason, "event not recorded");
         }
     }
     let interval = spec.as_ref().map_or(interval_of(&policy.spec), interval_of);
@@ -337,6 +367,41 @@ pub async fn reconcile(policy: Arc<ShiftPolicy>, ctx: Arc<Context>) -> Result<Ac
             .saturating_sub(started.elapsed())
             .max(Duration::from_millis(200)),
     ))
+}
+
+/// An API request given up after `timeout`; its error in words either way.
+async fn within<T, E: std::fmt::Display>(
+    timeout: Duration,
+    request: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(timeout, request).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+    }
+}
+
+/// Hand what the policy's status says of each workload's writers to the actuator.
+fn remember_writers(
+    actuator: &dyn Actuator,
+    policy: &ShiftPolicy,
+    spec: &ShiftPolicySpec,
+    namespace: &str,
+) {
+    let Some(status) = &policy.status else {
+        return;
+    };
+    let targets = spec
+        .online
+        .iter()
+        .map(|w| (&w.name, &w.target))
+        .chain(spec.offline.iter().map(|w| (&w.name, &w.target)));
+    for (name, target) in targets {
+        if let Some(workload) = status.workloads.iter().find(|w| &w.name == name) {
+            let target = crate::actuate::Target::from_ref(target, namespace);
+            actuator.remember_writers(&target, status::writers(workload));
+        }
+    }
 }
 
 fn log_cycle(key: &str, report: &CycleReport, took: Duration) {

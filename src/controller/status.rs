@@ -7,8 +7,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::events::{Event, EventType};
 
 use super::cycle::CycleReport;
+use crate::actuate::{OtherWriter, WriterMemory};
 use crate::policy::{
-    DecisionStatus, PeakStatus, ShiftPolicyStatus, ShortfallStatus, WorkloadStatus,
+    DecisionStatus, OtherWriterStatus, PeakStatus, ShiftPolicyStatus, ShortfallStatus,
+    WorkloadStatus,
 };
 
 pub const READY: &str = "Ready";
@@ -244,6 +246,19 @@ pub fn status(
                 reason: Some(w.reason.clone()).filter(|r| !r.is_empty()),
                 forecast_method: w.forecast_method.map(str::to_string),
                 forecast_trusted: w.forecast_trusted,
+                written: w
+                    .writers
+                    .as_ref()
+                    .map(|m| m.written.clone())
+                    .unwrap_or_default(),
+                other_writer: w
+                    .writers
+                    .as_ref()
+                    .and_then(|m| m.other_writer.as_ref())
+                    .map(|other| OtherWriterStatus {
+                        since: rfc3339(other.since),
+                        message: other.reason.clone(),
+                    }),
             })
             .collect(),
         next_peak: plan
@@ -275,6 +290,20 @@ pub fn status(
                     .collect()
             })
             .unwrap_or_default(),
+    }
+}
+
+/// What a predecessor knew of a workload's writers, read back from the status it wrote.
+pub fn writers(workload: &WorkloadStatus) -> WriterMemory {
+    WriterMemory {
+        written: workload.written.clone(),
+        other_writer: workload.other_writer.as_ref().and_then(|other| {
+            let since = chrono::DateTime::parse_from_rfc3339(&other.since).ok()?;
+            Some(OtherWriter {
+                since: since.timestamp(),
+                reason: other.message.clone(),
+            })
+        }),
     }
 }
 

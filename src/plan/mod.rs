@@ -253,14 +253,14 @@ pub fn plan(spec: &ShiftPolicySpec, input: &PlanInput, memory: &PlanMemory) -> (
     // Capacity: online in priority order, needs before guardrail holds.
     let mut order: Vec<usize> = (0..decisions.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(decisions[i].priority));
-    // Without a forecast to plan on (demand unreadable, forecast untrusted or stale) an online
-    // workload keeps at least its current replicas, like a minimum: its need is unknown, so no
-    // other workload's demand may take them.
+    // Without a forecast to plan on (demand missing, forecast untrusted or stale), or without a
+    // usable demand now, an online workload keeps at least its current replicas, like a
+    // minimum: its need is unknown, so no other workload's demand may take them.
     let claims: Vec<capacity::Claim> = decisions
         .iter()
         .map(|d| capacity::Claim {
             pod: d.pod,
-            min: if d.forecast.is_none() {
+            min: if d.forecast.is_none() || d.unobserved {
                 d.min.max(d.current)
             } else {
                 d.min
@@ -279,13 +279,14 @@ pub fn plan(spec: &ShiftPolicySpec, input: &PlanInput, memory: &PlanMemory) -> (
     }
     let budget = input.capacity.minus(online_holds);
     let mut offline_plans = offline::plan_offline(spec, input, budget);
-    // While an online demand is unreadable (no forecast covering now) batch does not grow: its
+    // While an online demand is unreadable (no forecast covering now, or no usable value now)
+    // batch does not grow: its
     // need is unknown, and batch would have to give the capacity back once it is readable,
     // possibly mid-peak. An untrusted forecast is not that: online is sized on observed demand
     // then, as an HPA would be, and batch may use what is left.
     if decisions
         .iter()
-        .any(|d| d.forecast.is_none() && d.untrusted.is_none())
+        .any(|d| (d.forecast.is_none() && d.untrusted.is_none()) || d.unobserved)
     {
         for plan in offline_plans
             .iter_mut()

@@ -131,13 +131,32 @@ pub(crate) struct Context {
 /// Why an online workload's `want` is what it is.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Why {
-    Forecast { demand: f64, at: i64 },
-    Observed { demand: f64 },
-    Stabilization { held: u32 },
-    ScaleDownRate { allowance: u32 },
-    Hold { observed: Option<f64> },
-    Reactive { observed: Option<f64> },
-    Untrusted { observed: Option<f64> },
+    Forecast {
+        demand: f64,
+        at: i64,
+    },
+    Observed {
+        demand: f64,
+    },
+    Stabilization {
+        held: u32,
+    },
+    ScaleDownRate {
+        allowance: u32,
+    },
+    Hold {
+        observed: Option<f64>,
+    },
+    Reactive {
+        observed: Option<f64>,
+    },
+    Untrusted {
+        observed: Option<f64>,
+    },
+    /// A usable forecast, but no usable demand now: held at the current replicas.
+    Unobserved {
+        held: u32,
+    },
 }
 
 /// One online workload's need and guardrailed want, before the capacity split.
@@ -153,6 +172,9 @@ pub(crate) struct Decision<'a> {
     pub headroom: f64,
     /// The forecast when it was usable (and trusted) this cycle.
     pub forecast: Option<&'a Forecast>,
+    /// No usable demand now (observed value missing, NaN, negative): the workload keeps its
+    /// current replicas like a minimum, and batch does not grow.
+    pub unobserved: bool,
     /// Why the forecast was not planned on, when there was one.
     pub untrusted: Option<String>,
     /// Demand needs this many (within min/max); with missing data, the held value.
@@ -228,6 +250,15 @@ pub(crate) fn decide<'a>(
                     (need, source)
                 }
             };
+            // The latest demand is unreadable (a gap, NaN, a doubled series) while the forecast
+            // still runs on the history before it: the forecast may grow the workload, never
+            // shrink it, until the demand is readable again or counts as missing.
+            let held = state.current.clamp(min, max);
+            let (want, why) = if observed.is_none() && want < held {
+                (held, Why::Unobserved { held })
+            } else {
+                (want, why)
+            };
             (
                 Some(forecast),
                 raw_need,
@@ -285,6 +316,7 @@ pub(crate) fn decide<'a>(
         per_replica: workload.per_replica,
         headroom: workload.headroom,
         forecast,
+        unobserved: observed.is_none(),
         untrusted,
         need,
         raw_need,
@@ -342,6 +374,10 @@ impl Decision<'_> {
                 }
                 r
             }
+            Why::Unobserved { held } => write!(
+                s,
+                "holding: demand unreadable now, the forecast may grow {held} but not shrink it"
+            ),
             Why::Untrusted { observed } => {
                 let r = write!(
                     s,

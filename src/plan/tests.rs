@@ -490,3 +490,34 @@ fn a_stale_forecast_is_missing_data_not_an_untrusted_one() {
         "{plan:?}"
     );
 }
+
+#[test]
+fn demand_unreadable_now_holds_online_and_batch_while_the_forecast_runs() {
+    let spec = spec();
+    // pay runs 30 and the forecast says 5 are enough; past the stabilization window, a readable
+    // demand lets it come down at the allowed rate.
+    let (_, memory) = super::plan(
+        &spec,
+        &input(0, 100.0, (30, 500.0), (1, 0.0), (0, 0)),
+        &PlanMemory::default(),
+    );
+    let later = input(1_000, 100.0, (30, 500.0), (1, 0.0), (0, 0));
+    let (plan, _) = super::plan(&spec, &later, &memory);
+    assert!(desired(&plan, "pay") < 30, "{plan:?}");
+    // With the latest demand unreadable, it holds, and batch does not grow.
+    let mut unread = later.clone();
+    unread.online[0].observed_demand = None;
+    let (plan, _) = super::plan(&spec, &unread, &memory);
+    let pay = plan.workload("pay").expect("pay");
+    assert_eq!(pay.desired, 30, "{pay:?}");
+    assert!(pay.reason.contains("demand unreadable now"), "{pay:?}");
+    assert_eq!(
+        desired(&plan, "train") + desired(&plan, "report"),
+        0,
+        "{plan:?}"
+    );
+    // The forecast may still grow it.
+    unread.online[0].forecast = Some(forecast(1_000, &[4_000.0; 60]));
+    let (plan, _) = super::plan(&spec, &unread, &memory);
+    assert_eq!(desired(&plan, "pay"), 40);
+}

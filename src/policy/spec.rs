@@ -270,6 +270,21 @@ pub struct Guardrails {
     pub scale_down: ScaleDownGuard,
     #[serde(default)]
     pub on_missing_metrics: MissingMetrics,
+    /// Demand with no usable value (NaN, infinite, absent, stale) for this long counts as
+    /// missing, and `onMissingMetrics` applies; until then the forecast runs on the history
+    /// with a gap. Default: three forecast steps, at least 5m (Prometheus's lookback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_metrics_after: Option<PolicyDuration>,
+}
+
+impl Guardrails {
+    /// Seconds after which unusable demand counts as missing, for a forecast `step` in seconds.
+    pub fn missing_after_secs(&self, step: i64) -> i64 {
+        match self.missing_metrics_after {
+            Some(after) => after.as_secs().max(1) as i64,
+            None => (3 * step).max(300),
+        }
+    }
 }
 
 /// How fast online replicas may be given back.
@@ -354,6 +369,22 @@ pub struct WorkloadStatus {
     /// (held as missing data).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forecast_trusted: Option<bool>,
+    /// Replicas tideshift last wrote (or saw and agreed with), per object: the workload, or
+    /// each Job of a selector. A different value written by someone else is another writer.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub written: BTreeMap<String, u32>,
+    /// Another writer changed the target: tideshift leaves it alone for the daemon's
+    /// `--conflict-hold` from `since`, and a successor (restart, failover) does too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_writer: Option<OtherWriterStatus>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OtherWriterStatus {
+    /// RFC 3339 time the other writer was seen.
+    pub since: String,
+    pub message: String,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -526,6 +526,15 @@ fn validate_guardrails(guardrails: &Guardrails, errors: &mut Errors) {
             format!("is {}; at most 1d", guardrails.scale_down.stabilization),
         );
     }
+    if let Some(after) = guardrails.missing_metrics_after {
+        let seconds = after.as_secs_f64();
+        if !(1.0..=86_400.0).contains(&seconds) {
+            errors.add(
+                "spec.guardrails.missingMetricsAfter",
+                format!("is {after}; must be between 1s and 1d"),
+            );
+        }
+    }
 }
 
 /// A standard five-field cron expression (minute hour day-of-month month day-of-week).
@@ -720,6 +729,14 @@ spec:
         assert_error(
             |s| s.guardrails.scale_down.max_percent_per_minute = 101.0,
             "spec.guardrails.scaleDown.maxPercentPerMinute",
+        );
+        assert_error(
+            |s| s.guardrails.missing_metrics_after = Some("0s".parse().unwrap()),
+            "spec.guardrails.missingMetricsAfter",
+        );
+        assert_error(
+            |s| s.guardrails.missing_metrics_after = Some("2d".parse().unwrap()),
+            "spec.guardrails.missingMetricsAfter",
         );
     }
 

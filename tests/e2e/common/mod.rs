@@ -2,6 +2,8 @@
 // Each target uses a subset of these helpers.
 #![allow(dead_code)]
 
+pub mod audit;
+
 use std::time::Duration;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
