@@ -1,10 +1,6 @@
 //! The command line, the front door: one binary, one subcommand per job. Each subcommand's
 //! flags and wiring live here, one file each; the domain modules take plain values and config
 //! structs and return their own errors, and none of them imports this module.
-//!
-//! `tideshift run`'s flags still live in `controller/cli.rs`: to move them here, that file
-//! becomes `cli/run.rs` (it already builds the daemon from plain parts: `PrometheusConfig`,
-//! `LeaseConfig`, `Context`).
 
 use std::process::ExitCode;
 
@@ -14,12 +10,14 @@ mod backtest;
 mod check;
 mod exporter;
 mod prometheus;
+mod run;
 mod simulate;
 
 pub use backtest::BacktestArgs;
 pub use check::CheckArgs;
 pub use exporter::ExporterArgs;
 pub use prometheus::PrometheusClientArgs;
+pub use run::RunArgs;
 pub use simulate::SimulateArgs;
 
 pub type CliResult = Result<ExitCode, Box<dyn std::error::Error + Send + Sync>>;
@@ -38,7 +36,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: watch ShiftPolicy objects and shift replicas every interval.
-    Run(Box<crate::controller::cli::RunArgs>),
+    Run(Box<RunArgs>),
     /// Rehearse a policy on past or synthetic traffic, against static, reactive and oracle baselines.
     Simulate(SimulateArgs),
     /// Measure forecast accuracy on M4 Hourly or on a CSV trace.
@@ -53,7 +51,7 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> CliResult {
     match cli.command {
-        Command::Run(args) => crate::controller::cli::run(*args),
+        Command::Run(args) => run::run(*args),
         Command::Simulate(args) => simulate::run(args),
         Command::Backtest(args) => backtest::run(args),
         Command::Check(args) => check::run(args),

@@ -3,7 +3,6 @@
 //! then report in status, Events and metrics. A policy that fails validation keeps running on
 //! its last valid generation, and never affects other policies. Only the Lease holder reconciles.
 
-pub mod cli;
 pub mod cycle;
 pub mod leader;
 pub mod status;

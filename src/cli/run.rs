@@ -10,11 +10,10 @@ use std::time::Duration;
 use futures::FutureExt;
 use kube::runtime::events::Reporter;
 
-use super::leader::{LeaderElector, Leadership, LeaseConfig};
-use super::{Context, run_controllers};
+use super::{CliResult, PrometheusClientArgs};
 use crate::actuate::kubernetes::KubeActuator;
-use crate::cli::CliResult;
-use crate::cli::PrometheusClientArgs;
+use crate::controller::leader::{LeaderElector, Leadership, LeaseConfig};
+use crate::controller::{Context, run_controllers};
 use crate::policy::PolicyDuration;
 use crate::source::prometheus::PrometheusSource;
 use crate::telemetry::{Health, Metrics};
@@ -273,7 +272,9 @@ async fn run_daemon(args: RunArgs) -> CliResult {
             }
         })
     });
-    tokio::spawn(super::trim::trim_freed_memory(super::trim::TRIM_PERIOD));
+    tokio::spawn(crate::controller::trim::trim_freed_memory(
+        crate::controller::trim::TRIM_PERIOD,
+    ));
     tokio::spawn(async move {
         termination().await;
         tracing::info!("shutting down");
