@@ -103,6 +103,21 @@ pub fn check_quantile(q: f64) -> Result<(), super::ForecastError> {
     }
 }
 
+/// What a fitted model asks of the history it predicts from, and of the band.
+pub fn check_request(
+    recent_step: i64,
+    fitted_step: i64,
+    q: f64,
+) -> Result<(), super::ForecastError> {
+    check_quantile(q)?;
+    if recent_step != fitted_step {
+        return Err(super::ForecastError::InvalidRequest(format!(
+            "recent history has step {recent_step}s but the model was fitted on step {fitted_step}s"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

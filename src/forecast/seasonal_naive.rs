@@ -4,7 +4,7 @@
 //! The band comes from the empirical distribution of the method's own errors in the history:
 //! for a forecast `k` seasons back, the errors `y[t] - y[t - k * period]`.
 
-use super::prep::{OrderStatistics, check_quantile, clean_value};
+use super::prep::{OrderStatistics, check_request, clean_value};
 use super::{
     CEILING, FittedModel, Forecast, ForecastError, ForecastMethod, ForecastSpec, Forecaster, Series,
 };
@@ -129,13 +129,7 @@ impl FittedModel for SeasonalNaiveModel {
         horizon: usize,
         quantile: f64,
     ) -> Result<Forecast, ForecastError> {
-        check_quantile(quantile)?;
-        if recent.step != self.step {
-            return Err(ForecastError::InvalidRequest(format!(
-                "recent history has step {}s but the model was fitted on step {}s",
-                recent.step, self.step
-            )));
-        }
+        check_request(recent.step, self.step, quantile)?;
         let values: Vec<f64> = recent.values.iter().map(|&v| clean_value(v)).collect();
         let last = values
             .iter()

@@ -26,7 +26,7 @@ use self::layout::{EventIndex, FeatureBounds, Layout};
 use self::prepare::{Prepared, prepare};
 pub use self::ridge::{FittedRidge, Ridge, RidgeError};
 use self::validation::{Chosen, Judging, Samples, Verdict, season_drift, seasonal_naive_z};
-use super::prep::{check_quantile, clean_value};
+use super::prep::{check_request, clean_value};
 use super::seasonal_naive::SeasonalNaiveModel;
 use super::{
     FittedModel, Forecast, ForecastError, ForecastMethod, ForecastSpec, Forecaster,
@@ -455,9 +455,7 @@ impl RegressionModel {
             Chosen::Naive => ForecastMethod::Naive { reason: versus },
         }
     }
-}
 
-impl RegressionModel {
     /// Seasonal naive in place of the regression for this forecast, unchecked, saying why.
     fn unchecked(
         &self,
@@ -479,14 +477,8 @@ impl FittedModel for RegressionModel {
         horizon: usize,
         quantile: f64,
     ) -> Result<Forecast, ForecastError> {
-        check_quantile(quantile)?;
         let layout = &self.shared.layout;
-        if recent.step != layout.step {
-            return Err(ForecastError::InvalidRequest(format!(
-                "recent history has step {}s but the model was fitted on step {}s",
-                recent.step, layout.step
-            )));
-        }
+        check_request(recent.step, layout.step, quantile)?;
         if recent.values.len() < layout.lookback {
             return self.unchecked(
                 recent,
