@@ -443,8 +443,7 @@ fn run(g: &PolicyGen, cycles: &[Cycle], start_online: &[u32]) -> Result<(), Test
             .zip(&input.online)
             .zip(&p.online)
             .map(|((o, s), w)| {
-                let unplanned = w.untrusted.is_some()
-                    || w.reason.contains("missing")
+                let unplanned = w.reason.contains("missing")
                     || s.observed_demand
                         .is_none_or(|d| !(d.is_finite() && d >= 0.0));
                 if unplanned {
@@ -534,8 +533,10 @@ fn run(g: &PolicyGen, cycles: &[Cycle], start_online: &[u32]) -> Result<(), Test
                     p
                 );
                 let trust = &c.seen[i].trust;
-                let window_usable = !distrusted(trust)
-                    && reference_need(o, g.interval, now, &input.online[i], trust).is_some();
+                // An untrusted forecast with a readable demand is sized on that demand, through
+                // the same guardrails: usable too.
+                let window_usable =
+                    reference_need(o, g.interval, now, &input.online[i], trust).is_some();
                 if !window_usable {
                     prop_assert!(desired >= last.min(max), "missing data lowered {}", i);
                     if !g.reactive {

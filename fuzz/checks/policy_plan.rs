@@ -81,10 +81,14 @@ fn check_rules(spec: &ShiftPolicySpec, input: &PlanInput, plan: &plan::Plan) {
             p.desired,
             w.replicas.min
         );
-        // "missing data never scales an online workload down", nor does a forecast the planner
-        // did not plan on (untrusted, stale): without a usable forecast an online workload keeps
-        // at least its current replicas, whatever the capacity and `onMissingMetrics`.
-        if state.forecast.is_none() || p.untrusted.is_some() {
+        // "missing data never scales an online workload down": without a forecast, or without a
+        // usable demand now, an online workload keeps at least its current replicas, whatever
+        // the capacity and `onMissingMetrics`. (An untrusted forecast with a readable demand is
+        // sized on that demand through the guardrails, like an HPA.)
+        let unreadable_now = state
+            .observed_demand
+            .is_none_or(|d| !(d.is_finite() && d >= 0.0));
+        if state.forecast.is_none() || unreadable_now {
             assert!(
                 p.desired >= state.current,
                 "{}: scaled down below its current {} without a forecast to plan on: {p:?}",

@@ -113,7 +113,7 @@ pub fn judge(report: Option<&CycleReport>, invalid: Option<&str>) -> Vec<Judgeme
                 degraded.status = true;
                 degraded.reason = "ForecastUntrusted".into();
                 degraded.message = format!(
-                    "sized on observed demand, never below current replicas: {}",
+                    "sized on observed demand, as an HPA would: {}",
                     list(&report.untrusted)
                 );
             } else if !report.forecast_notes.is_empty() {

@@ -83,7 +83,7 @@ pub struct WorkloadPlan {
     /// Online only: this workload's highest forecast demand within the horizon.
     pub peak: Option<PeakForecast>,
     /// Online only: why its forecast was not planned on (sized on observed demand instead,
-    /// never below its current replicas); `None` when it was, or when there was none.
+    /// through the scale-down guardrails); `None` when it was, or when there was none.
     pub untrusted: Option<String>,
 }
 
@@ -253,14 +253,15 @@ pub fn plan(spec: &ShiftPolicySpec, input: &PlanInput, memory: &PlanMemory) -> (
     // Capacity: online in priority order, needs before guardrail holds.
     let mut order: Vec<usize> = (0..decisions.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(decisions[i].priority));
-    // Without a forecast to plan on (demand missing, forecast untrusted or stale), or without a
-    // usable demand now, an online workload keeps at least its current replicas, like a
-    // minimum: its need is unknown, so no other workload's demand may take them.
+    // With its demand missing (no forecast covering now, a stale one) or unreadable now, an
+    // online workload keeps at least its current replicas, like a minimum: its need is
+    // unknown, so no other workload's demand may take them. An untrusted forecast is not that:
+    // the observed demand sizes the workload, through the same guardrails.
     let claims: Vec<capacity::Claim> = decisions
         .iter()
         .map(|d| capacity::Claim {
             pod: d.pod,
-            min: if d.forecast.is_none() || d.unobserved {
+            min: if (d.forecast.is_none() && d.untrusted.is_none()) || d.unobserved {
                 d.min.max(d.current)
             } else {
                 d.min

@@ -34,7 +34,7 @@ pub(crate) fn is_stale(forecast: &Forecast, now: i64, interval: i64) -> bool {
 
 /// Why a fresh forecast should not be planned on, if it should not: the forecaster could not
 /// check it (a fallback), or the demand keeps breaking its band. The workload is then sized on
-/// observed demand, never below its current replicas.
+/// observed demand through the scale-down guardrails, as an HPA would.
 pub(crate) fn distrust(forecast: &Forecast, accuracy: Option<&RecentAccuracy>) -> Option<String> {
     if let ForecastMethod::Fallback { reason } = &forecast.method {
         return Some(format!("unchecked fallback forecast ({reason})"));
@@ -222,15 +222,36 @@ pub(crate) fn decide<'a>(
         .filter(|_| untrusted.is_none())
         .and_then(|f| window_peak(f, ctx.now, lead).map(|peak| (f, peak)));
 
-    let (forecast, raw_need, need, want, demand, why) = match usable {
-        Some((forecast, (peak, at))) => {
+    // What the workload is sized on: the forecast's peak, with the observed demand as a floor;
+    // or, when the forecast is not trusted, the observed demand alone, as an HPA would size it.
+    let sized = match (usable, &untrusted, observed) {
+        (Some((forecast, (peak, at))), _, _) => {
             let forecast_need = replicas(peak);
-            let (raw_need, demand, source) = if observed_need > forecast_need {
+            Some(if observed_need > forecast_need {
                 let demand = observed.unwrap_or(peak);
-                (observed_need, demand, Why::Observed { demand })
+                (
+                    Some(forecast),
+                    observed_need,
+                    demand,
+                    Why::Observed { demand },
+                )
             } else {
-                (forecast_need, peak, Why::Forecast { demand: peak, at })
-            };
+                (
+                    Some(forecast),
+                    forecast_need,
+                    peak,
+                    Why::Forecast { demand: peak, at },
+                )
+            })
+        }
+        (None, Some(_), Some(d)) => {
+            Some((None, observed_need, d, Why::Untrusted { observed: Some(d) }))
+        }
+        _ => None,
+    };
+
+    let (forecast, raw_need, need, want, demand, why) = match sized {
+        Some((forecast, raw_need, demand, source)) => {
             let need = raw_need.clamp(min, max);
             let stabilized = stabilize(&mut window, ctx.now, need, ctx.stabilization);
             // The HPA's rule: keep the base unless the need is above it (scale up at once)
@@ -260,7 +281,7 @@ pub(crate) fn decide<'a>(
                 (want, why)
             };
             (
-                Some(forecast),
+                forecast,
                 raw_need,
                 need,
                 want.clamp(min, max),
@@ -269,7 +290,7 @@ pub(crate) fn decide<'a>(
             )
         }
         None if untrusted.is_some() => {
-            // Sized on observed demand, never below the current replicas or the last plan.
+            // Not trusted, and nothing observed to size on: held like missing data.
             let held = last.unwrap_or(0).max(state.current);
             let want = held.max(observed_need).clamp(min, max);
             stabilize(&mut window, ctx.now, want, ctx.stabilization);
@@ -379,16 +400,19 @@ impl Decision<'_> {
                 "holding: demand unreadable now, the forecast may grow {held} but not shrink it"
             ),
             Why::Untrusted { observed } => {
-                let r = write!(
-                    s,
-                    "forecast not planned on ({}): {} from observed demand, never below the current replicas",
-                    self.untrusted.as_deref().unwrap_or("untrusted"),
-                    self.want
-                );
-                if let Some(d) = observed {
-                    let _ = write!(s, " (observed {d:.1})");
+                let why = self.untrusted.as_deref().unwrap_or("untrusted");
+                match observed {
+                    Some(d) => write!(
+                        s,
+                        "forecast not planned on ({why}): observed demand {d:.1} needs {} at {per} per replica with {headroom:.0}% headroom, as an HPA would size it",
+                        self.raw_need
+                    ),
+                    None => write!(
+                        s,
+                        "forecast not planned on ({why}) and demand unreadable: holding {}",
+                        self.want
+                    ),
                 }
-                r
             }
             Why::Reactive { observed } => match observed {
                 Some(d) => write!(

@@ -371,7 +371,7 @@ fn judged(points: usize, missed: usize) -> Option<RecentAccuracy> {
 }
 
 #[test]
-fn an_unchecked_fallback_is_not_planned_on_and_never_scales_online_down() {
+fn an_unchecked_fallback_is_not_planned_on_and_sizes_online_on_observed_demand() {
     let (plan, _) = trust_case(
         ForecastMethod::Fallback {
             reason: "too short".into(),
@@ -379,14 +379,20 @@ fn an_unchecked_fallback_is_not_planned_on_and_never_scales_online_down() {
         None,
     );
     let pay = plan.workload("pay").expect("pay");
+    // Held by the stabilization window on the first cycle, like any scale-down; the need is
+    // the observed demand's.
     assert_eq!(pay.desired, 30, "{pay:?}");
+    assert_eq!(pay.need, Some(10), "{pay:?}");
     assert!(
         pay.untrusted
             .as_deref()
             .is_some_and(|u| u.contains("fallback")),
         "{pay:?}"
     );
-    assert!(pay.reason.contains("not planned on"), "{pay:?}");
+    assert!(
+        pay.peak.is_none(),
+        "an untrusted forecast has no peak: {pay:?}"
+    );
 }
 
 #[test]
@@ -404,8 +410,9 @@ fn a_checked_simple_method_is_trusted_and_planned_on() {
         let pay = plan.workload("pay").expect("pay");
         assert!(pay.untrusted.is_none(), "{method:?}: {pay:?}");
         // Planned on the forecast and the observed floor: a need of 10, held at 30 only by the
-        // stabilization window (an untrusted forecast's need would be the 30 it runs).
+        // stabilization window; the forecast's peak is reported.
         assert_eq!(pay.need, Some(10), "{method:?}: {pay:?}");
+        assert!(pay.peak.is_some(), "{method:?}: {pay:?}");
     }
 }
 
@@ -414,7 +421,7 @@ fn a_band_the_demand_keeps_breaking_is_not_planned_on() {
     // 5 of 8 judged points above the band: more than a quarter.
     let (plan, _) = trust_case(ForecastMethod::Regression, judged(8, 5));
     let pay = plan.workload("pay").expect("pay");
-    assert_eq!(pay.desired, 30, "{pay:?}");
+    assert!(pay.peak.is_none(), "{pay:?}");
     assert!(
         pay.untrusted
             .as_deref()
@@ -520,4 +527,29 @@ fn demand_unreadable_now_holds_online_and_batch_while_the_forecast_runs() {
     unread.online[0].forecast = Some(forecast(1_000, &[4_000.0; 60]));
     let (plan, _) = super::plan(&spec, &unread, &memory);
     assert_eq!(desired(&plan, "pay"), 40);
+}
+
+#[test]
+fn an_untrusted_workload_comes_down_with_its_demand_through_the_guardrails() {
+    let spec = spec();
+    let at = |now: i64| {
+        let mut input = input(now, 100.0, (30, 500.0), (1, 0.0), (0, 0));
+        input.online[0].forecast.as_mut().expect("forecast").method = ForecastMethod::Fallback {
+            reason: "too short".into(),
+        };
+        input.online[0].observed_demand = Some(1_000.0);
+        input
+    };
+    let (first, memory) = super::plan(&spec, &at(0), &PlanMemory::default());
+    assert_eq!(desired(&first, "pay"), 30, "{first:?}");
+    // Past the 5-minute window it comes down at 10%/min, toward the 10 the demand needs.
+    let (later, _) = super::plan(&spec, &at(400), &memory);
+    let pay = later.workload("pay").expect("pay");
+    assert!(pay.desired < 30 && pay.desired >= 10, "{pay:?}");
+    assert!(pay.untrusted.is_some(), "{pay:?}");
+    // With nothing observed it holds instead.
+    let mut blind = at(400);
+    blind.online[0].observed_demand = None;
+    let (held, _) = super::plan(&spec, &blind, &memory);
+    assert_eq!(desired(&held, "pay"), 30, "{held:?}");
 }
