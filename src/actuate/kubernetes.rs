@@ -6,8 +6,8 @@
 //!   removes its running pods). A Job selector spreads the replicas over the matching Jobs that
 //!   have not finished, in name order; their pods are counted over every matching Job.
 //! - Another writer is a conflict, never a fight: an HPA whose `scaleTargetRef` names the same
-//!   object, or replicas that differ from what tideshift last wrote and were last written by
-//!   another field manager (`managedFields`; what a predecessor replica wrote is tideshift's
+//!   object, or replicas that differ from what tideshift last wrote (or first read, for an
+//!   object it has not written) and were last written by another field manager (`managedFields`; what a predecessor replica wrote is tideshift's
 //!   too). A target in conflict is not written for `conflict_hold` (an HPA conflict lasts as
 //!   long as the HPA); after the hold the then-current value is taken as the new baseline, so a
 //!   persistent other writer sees at most one write per hold. What is known of a target's
@@ -480,7 +480,11 @@ impl KubeActuator {
         };
         let mut foreign = None;
         for object in &read.objects {
+            // An object seen for the first time (a new policy, a new Job of a selector, a target
+            // never written) is adopted at its current value: a person who changes it later is
+            // another writer whether or not tideshift has written it yet.
             let Some(&written) = entry.written.get(&object.name) else {
+                entry.written.insert(object.name.clone(), object.replicas);
                 continue;
             };
             if written == object.replicas {
@@ -1226,6 +1230,36 @@ mod tests {
             handle.next_request().await.is_none(),
             "no write while in conflict"
         );
+    }
+
+    #[tokio::test]
+    async fn a_target_never_written_is_adopted_at_first_sight_so_a_later_hand_scale_is_a_conflict()
+    {
+        let (client, mut handle) = mock();
+        let actuator = KubeActuator::new(client, Duration::from_secs(3600), Duration::from_secs(5));
+        let server = tokio::spawn(async move {
+            let (_, send) = next(&mut handle).await;
+            respond(send, deployment_at(8, "5", Some("kubectl-create")));
+            let (_, send) = next(&mut handle).await;
+            respond(send, hpa_list(None));
+            let (_, send) = next(&mut handle).await;
+            respond(send, deployment_at(6, "6", Some("kubectl")));
+            handle
+        });
+        let first = actuator.observe(&target()).await.unwrap();
+        assert_eq!(first.conflict, None, "what was there first is the baseline");
+        assert_eq!(
+            actuator.writers(&target()).unwrap().written,
+            BTreeMap::from([("payment".to_string(), 8)])
+        );
+        let second = actuator.observe(&target()).await.unwrap();
+        assert!(
+            second.conflict.as_deref().is_some_and(
+                |r| r.contains("from 8 (tideshift's) to 6 by another writer (kubectl)")
+            ),
+            "{second:?}"
+        );
+        server.await.unwrap();
     }
 
     fn conflict_status() -> serde_json::Value {

@@ -2859,21 +2859,28 @@ async fn a_job_selector_counts_every_jobs_pods_and_sees_other_writers() {
     }
     eprintln!("shift: {before:?} -> {after:?}, writes (audit) {writes:?}");
 
-    // 2. A person sets one Job's parallelism by hand: another writer, never fought.
+    // 2. A person sets one Job's parallelism by hand (resuming it if the sale suspended it, so
+    //    its pods really change): another writer, never fought.
     let person = unix_now();
     let current = jobs
         .get("report-b")
         .await
         .ok()
-        .and_then(|j| j.spec?.parallelism)
-        .unwrap_or(1);
+        .and_then(|j| j.spec)
+        .map_or(1, |s| {
+            if s.suspend == Some(true) {
+                0
+            } else {
+                s.parallelism.unwrap_or(1)
+            }
+        });
     jobs.patch(
         "report-b",
         &PatchParams {
             field_manager: Some("kubectl".into()),
             ..Default::default()
         },
-        &Patch::Merge(json!({"spec": {"parallelism": current + 2}})),
+        &Patch::Merge(json!({"spec": {"parallelism": current + 2, "suspend": false}})),
     )
     .await
     .expect("setting report-b's parallelism by hand");
