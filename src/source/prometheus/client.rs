@@ -98,6 +98,22 @@ impl PrometheusSource {
         Ok(Some(token.trim().to_string()))
     }
 
+    /// A request or its body that did not come back: worth another attempt.
+    fn transport_failure(&self, query: &str, e: &reqwest::Error) -> Attempt {
+        Attempt::Retry(if e.is_timeout() {
+            SourceError::Timeout {
+                query: query.to_string(),
+                seconds: self.config.timeout.as_secs(),
+            }
+        } else {
+            SourceError::Unreachable {
+                query: query.to_string(),
+                attempts: 1,
+                cause: error_chain(e),
+            }
+        })
+    }
+
     async fn attempt(&self, path: &str, query: &str, params: &[(&str, String)]) -> Attempt {
         let token = match self.token(query) {
             Ok(token) => token,
@@ -121,36 +137,12 @@ impl PrometheusSource {
         let _slot = self.in_flight.acquire().await;
         let response = match request.send().await {
             Ok(response) => response,
-            Err(e) if e.is_timeout() => {
-                return Attempt::Retry(SourceError::Timeout {
-                    query: query.to_string(),
-                    seconds: self.config.timeout.as_secs(),
-                });
-            }
-            Err(e) => {
-                return Attempt::Retry(SourceError::Unreachable {
-                    query: query.to_string(),
-                    attempts: 1,
-                    cause: error_chain(&e),
-                });
-            }
+            Err(e) => return self.transport_failure(query, &e),
         };
         let status = response.status();
         let body = match response.bytes().await {
             Ok(body) => body.to_vec(),
-            Err(e) if e.is_timeout() => {
-                return Attempt::Retry(SourceError::Timeout {
-                    query: query.to_string(),
-                    seconds: self.config.timeout.as_secs(),
-                });
-            }
-            Err(e) => {
-                return Attempt::Retry(SourceError::Unreachable {
-                    query: query.to_string(),
-                    attempts: 1,
-                    cause: error_chain(&e),
-                });
-            }
+            Err(e) => return self.transport_failure(query, &e),
         };
         if status.is_success() {
             return Attempt::Done(body);
