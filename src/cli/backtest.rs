@@ -74,6 +74,9 @@ pub struct BacktestArgs {
     /// Ablation: widening of the held-out errors for the band.
     #[arg(long, hide = true)]
     pub band_scale: Option<f64>,
+    /// Ablation: longest horizon, as a share of the main season, at which naive is a candidate.
+    #[arg(long, hide = true)]
+    pub naive_up_to: Option<f64>,
 }
 
 impl BacktestArgs {
@@ -112,6 +115,9 @@ impl BacktestArgs {
         }
         if let Some(v) = self.recent_share {
             config.recent_share = v;
+        }
+        if let Some(v) = self.naive_up_to {
+            config.naive_up_to = v;
         }
         Box::new(RegressionForecaster::new(config))
     }

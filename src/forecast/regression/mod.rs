@@ -65,6 +65,10 @@ pub struct RegressionConfig {
     pub blend_last: bool,
     /// Choose the method by relative errors as well as absolute ones.
     pub select_relative_too: bool,
+    /// The last value (naive) is a candidate only for horizons up to this share of the main
+    /// season. Unbounded by default: a cut-off at a day ahead was worse on the validation
+    /// windows (docs/forecast.md, ablations), though a flat line cannot follow a season.
+    pub naive_up_to: f64,
 }
 
 impl Default for RegressionConfig {
@@ -83,6 +87,7 @@ impl Default for RegressionConfig {
             band_scale: 1.0,
             blend_last: true,
             select_relative_too: true,
+            naive_up_to: NAIVE_UP_TO,
         }
     }
 }
@@ -90,6 +95,9 @@ impl Default for RegressionConfig {
 /// No forecast value exceeds this multiple of the highest demand in the history a model was
 /// fitted on or predicts from: a bound on what any model may claim beyond what it has seen.
 pub const CEILING: f64 = 2.0;
+
+/// Default of `RegressionConfig::naive_up_to`.
+pub const NAIVE_UP_TO: f64 = f64::INFINITY;
 
 #[derive(Clone, Debug, Default)]
 pub struct RegressionForecaster {
@@ -208,6 +216,7 @@ impl RegressionForecaster {
             recent_share: self.config.recent_share,
             blend_last: self.config.blend_last,
             relative_too: self.config.select_relative_too,
+            naive_up_to: self.config.naive_up_to,
         };
         let mut out = Vec::with_capacity(histories.len());
         for (i, s) in histories.iter().enumerate() {

@@ -319,6 +319,8 @@ pub(super) struct Judging {
     pub blend_last: bool,
     /// Choose by relative errors as well as absolute ones.
     pub relative_too: bool,
+    /// Naive is a candidate only for horizons up to this share of the main period.
+    pub naive_up_to: f64,
 }
 
 /// The verdict on the series whose rows are `range`, from the held-out `forecasts`.
@@ -428,7 +430,12 @@ pub(super) fn judge(
             errors[c]
         }
     };
-    let best_simple = if score(2) < score(1) { 2 } else { 1 };
+    let naive_allowed = horizon as f64 <= judging.naive_up_to * period.max(1) as f64;
+    let best_simple = if naive_allowed && score(2) < score(1) {
+        2
+    } else {
+        1
+    };
     let pick = if !judging.select || score(0) <= score(best_simple) {
         0
     } else {
