@@ -1,0 +1,559 @@
+//! What every fault class uses: the test bed's variables, figures, cluster objects, the
+//! daemon under test.
+
+use super::*;
+
+// ---- environment -------------------------------------------------------------------------------
+
+pub(crate) struct Env {
+    pub(crate) admin_kubeconfig: String,
+    pub(crate) daemon_kubeconfig: String,
+    pub(crate) prometheus_url: String,
+    pub(crate) metrics_addr: String,
+    pub(crate) faults_scrape_addr: String,
+    pub(crate) script: String,
+    /// The independent record of writes.
+    pub(crate) audit: Audit,
+    pub(crate) apiserver_url: String,
+    pub(crate) state_dir: String,
+}
+
+pub(crate) fn testbed_env() -> Option<Env> {
+    if common::skip_e2e("the fault tests") {
+        return None;
+    }
+    let get = common::testbed_var;
+    Some(Env {
+        admin_kubeconfig: get("KUBECONFIG"),
+        daemon_kubeconfig: get("TIDESHIFT_DAEMON_KUBECONFIG"),
+        prometheus_url: get("TIDESHIFT_PROMETHEUS_URL"),
+        metrics_addr: get("TESTBED_DAEMON_METRICS_ADDR"),
+        faults_scrape_addr: get("TESTBED_FAULTS_SCRAPE_ADDR"),
+        audit: Audit::new(get("TESTBED_AUDIT_LOG")),
+        apiserver_url: get("TESTBED_APISERVER_URL"),
+        state_dir: get("TESTBED_STATE_DIR"),
+        script: std::env::var("TESTBED_SCRIPT")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/testbed").into()),
+    })
+}
+
+/// The classes share one cluster (and the test bed's components): one at a time.
+pub(crate) static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub(crate) fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+pub(crate) fn suffix() -> String {
+    format!("{:x}", (unix_now() * 10.0) as u64 % 0xffffff)
+}
+
+pub(crate) fn testbed(env: &Env, args: &[&str]) {
+    let status = std::process::Command::new(&env.script)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("running {} {args:?}: {e}", env.script));
+    assert!(status.success(), "tests/e2e/testbed {args:?} failed");
+}
+
+/// Poll `check` every half second until it gives a value, or `None` after `timeout`.
+pub(crate) async fn poll_until<T>(
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Poll `check` every `every` until it gives a value, or panic naming `what` after `timeout`.
+pub(crate) async fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+// ---- figures -----------------------------------------------------------------------------------
+
+#[derive(Debug, Default, serde::Serialize)]
+pub(crate) struct Figures {
+    pub(crate) passed: bool,
+    pub(crate) wrong_scale_actions: usize,
+    pub(crate) lost_actions: usize,
+    pub(crate) recovery_seconds: Option<f64>,
+}
+
+/// Write the class's figures (for tests/e2e/faults), then fail the test if they are bad.
+pub(crate) fn report(class: &str, figures: &Figures, problems: &[String]) {
+    eprintln!(
+        "{class}: {}",
+        serde_json::to_string(figures).unwrap_or_default()
+    );
+    if let Ok(dir) = std::env::var("TIDESHIFT_FAULTS_OUT") {
+        let path = PathBuf::from(dir).join(format!("{class}.json"));
+        std::fs::write(&path, serde_json::to_string(figures).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    }
+    assert!(problems.is_empty(), "{class}: {problems:#?}");
+    assert!(figures.passed, "{class}: {figures:?}");
+}
+
+// ---- cluster objects ---------------------------------------------------------------------------
+
+/// Deletes the test's namespaces when the test ends, however it ends.
+pub(crate) struct Namespaces(pub(crate) String, pub(crate) Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        let kubeconfig = self.0.clone();
+        let names = self.1.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Runtime::new() else {
+                return;
+            };
+            runtime.block_on(async {
+                let client = common::client_from(&kubeconfig).await;
+                for name in names {
+                    let _ = Api::<Namespace>::all(client.clone())
+                        .delete(&name, &DeleteParams::background())
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub(crate) async fn create_namespace(client: &Client, name: &str) {
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+}
+
+/// Small pods (0.1 core) so that every class fits the test bed's nodes with room to spare.
+pub(crate) fn deployment(name: &str, replicas: i32) -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "nodeSelector": {"type": "kwok"},
+                    "terminationGracePeriodSeconds": 0,
+                    "containers": [{
+                        "name": "app",
+                        "image": "registry.invalid/tideshift/fake:1",
+                        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}
+                    }]
+                }
+            }
+        }
+    }))
+    .expect("deployment object")
+}
+
+pub(crate) async fn create_deployments(client: &Client, ns: &str, items: &[(&str, i32)]) {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    for (name, replicas) in items {
+        api.create(&PostParams::default(), &deployment(name, *replicas))
+            .await
+            .unwrap_or_else(|e| panic!("creating {ns}/{name}: {e}"));
+    }
+}
+
+/// The demand the test bed's exporter serves with 14 days of history (see docs/testbed.md).
+pub(crate) const CHECKOUT: &str = r#"sum(tideshift_demo_demand{workload="checkout"})"#;
+
+/// A policy over online `{prefix}payment` and offline `{prefix}training` (Deployments of 0.1
+/// core), with a budget of 12 pods.
+pub(crate) fn policy_yaml(name: &str, prefix: &str, query: &str, per_replica: u32) -> String {
+    let query = query.replace('\'', "''");
+    format!(
+        r#"
+apiVersion: tideshift.io/v1alpha1
+kind: ShiftPolicy
+metadata: {{name: {name}}}
+spec:
+  interval: 3s
+  capacity: {{cpu: 1200m, memory: 12Gi}}
+  online:
+    - name: {prefix}payment
+      target: {{kind: Deployment, name: {prefix}payment}}
+      demand: {{query: '{query}'}}
+      perReplica: {per_replica}
+      headroom: 0.1
+      quantile: 0.9
+      replicas: {{min: 1, max: 12}}
+      startup: 10s
+  offline:
+    - name: {prefix}training
+      target: {{kind: Deployment, name: {prefix}training}}
+      replicas: {{min: 0, max: 12}}
+  forecast: {{step: 1m, history: 3d, horizon: 30m, seasonality: [1d], retrain: 10m}}
+  guardrails:
+    scaleDown: {{maxPercentPerMinute: 100, stabilization: 20s}}
+"#
+    )
+}
+
+pub(crate) fn policy(name: &str, prefix: &str, query: &str, per_replica: u32) -> ShiftPolicy {
+    serde_yaml::from_str(&policy_yaml(name, prefix, query, per_replica)).expect("policy YAML")
+}
+
+pub(crate) async fn create_policy(client: &Client, ns: &str, policy: &ShiftPolicy) {
+    Api::<ShiftPolicy>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), policy)
+        .await
+        .unwrap_or_else(|e| panic!("creating policy in {ns}: {e}"));
+}
+
+pub(crate) async fn patch_policy(client: &Client, ns: &str, name: &str, patch: Value) {
+    Api::<ShiftPolicy>::namespaced(client.clone(), ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("patching policy {ns}/{name}: {e}"));
+}
+
+/// Edit a policy as a user would: its one online workload `workload` (demand CHECKOUT) now
+/// serves `per_replica` per replica, so the policy wants more or fewer replicas.
+pub(crate) async fn set_per_replica(
+    client: &Client,
+    ns: &str,
+    policy: &str,
+    workload: &str,
+    per_replica: u32,
+) {
+    let online: Value = serde_yaml::from_str(&format!(
+        "{{name: {workload}, target: {{kind: Deployment, name: {workload}}}, demand: {{query: '{CHECKOUT}'}}, perReplica: {per_replica}, headroom: 0.1, quantile: 0.9, replicas: {{min: 1, max: 12}}, startup: 10s}}"
+    ))
+    .expect("online workload");
+    patch_policy(client, ns, policy, json!({"spec": {"online": [online]}})).await;
+}
+
+pub(crate) async fn status_of(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Option<(ShiftPolicy, ShiftPolicyStatus)> {
+    let policy = Api::<ShiftPolicy>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .ok()?;
+    let status = policy.status.clone()?;
+    Some((policy, status))
+}
+
+pub(crate) fn condition<'s>(
+    status: &'s ShiftPolicyStatus,
+    type_: &str,
+) -> Option<(&'s str, &'s str, &'s str)> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+}
+
+pub(crate) fn is_true(status: &ShiftPolicyStatus, type_: &str) -> bool {
+    condition(status, type_).is_some_and(|(s, _, _)| s == "True")
+}
+
+/// Ready, not Degraded, the current generation seen, and every workload at its desired
+/// replicas (each Deployment's spec too; a Job selector's total is the status's): the plan is
+/// applied. Returns the desired replicas by workload.
+pub(crate) async fn settled(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Option<BTreeMap<String, u32>> {
+    let (policy, status) = status_of(client, ns, name).await?;
+    if status.observed_generation != policy.metadata.generation
+        || !is_true(&status, "Ready")
+        || is_true(&status, "Degraded")
+        || status.workloads.is_empty()
+        || status.workloads.iter().any(|w| w.current != w.desired)
+    {
+        return None;
+    }
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let mut desired = BTreeMap::new();
+    for w in &status.workloads {
+        match deployments.get_opt(&w.name).await.ok()? {
+            Some(d) if d.spec.replicas? as u32 != w.desired => return None,
+            _ => {}
+        }
+        desired.insert(w.name.clone(), w.desired);
+    }
+    Some(desired)
+}
+
+pub(crate) async fn wait_settled(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+) -> BTreeMap<String, u32> {
+    wait_until(
+        &format!("policy {ns}/{name} to be Ready with its plan applied"),
+        timeout,
+        async || settled(client, ns, name).await,
+    )
+    .await
+}
+
+pub(crate) async fn replicas(client: &Client, ns: &str, name: &str) -> Option<u32> {
+    let d = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .ok()?;
+    Some(d.spec.replicas? as u32)
+}
+
+/// Reasons of tideshift's Events on the policies of `ns`.
+pub(crate) async fn event_reasons(client: &Client, ns: &str) -> Vec<String> {
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map(|list| {
+            list.items
+                .into_iter()
+                .filter(|e| e.reporting_controller.as_deref() == Some("tideshift"))
+                .filter_map(|e| e.reason)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// ---- the daemon under test ---------------------------------------------------------------------
+
+pub(crate) fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+    listener.local_addr().expect("local address").to_string()
+}
+
+/// One cycle that changed replicas.
+#[derive(Debug)]
+#[allow(dead_code)] // `summary` is read through Debug, in a failure's message
+pub(crate) struct Shift {
+    /// When the cycle began (Unix seconds): before it, nothing it decided on was read.
+    pub(crate) started: f64,
+    /// When it logged its writes, all made by then.
+    pub(crate) at: f64,
+    pub(crate) summary: String,
+    /// The online workloads whose demand this cycle could not read, comma-separated.
+    pub(crate) demand_unreadable: String,
+    pub(crate) dry_run: bool,
+}
+
+/// `tideshift run` as a child process; killed when dropped. Its stderr (JSON lines) goes to a
+/// file: the record of every write it made.
+pub(crate) struct Daemon {
+    pub(crate) child: std::process::Child,
+    pub(crate) log: PathBuf,
+    pub(crate) metrics_addr: String,
+    pub(crate) _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    pub(crate) fn spawn(
+        env: &Env,
+        prometheus_url: &str,
+        metrics_addr: &str,
+        extra: &[&str],
+    ) -> Daemon {
+        Self::spawn_with(&env.daemon_kubeconfig, prometheus_url, metrics_addr, extra)
+    }
+
+    /// With its own kubeconfig (e.g. through a fault proxy).
+    pub(crate) fn spawn_with(
+        kubeconfig: &str,
+        prometheus_url: &str,
+        metrics_addr: &str,
+        extra: &[&str],
+    ) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("daemon.log");
+        let file = std::fs::File::create(&log).expect("daemon log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tideshift"))
+            .args([
+                "run",
+                "--kubeconfig",
+                kubeconfig,
+                "--prometheus-url",
+                prometheus_url,
+                "--listen",
+                metrics_addr,
+            ])
+            .args(extra)
+            .env("RUST_LOG", "info,tideshift=debug")
+            .env("TIDESHIFT_LOG_FORMAT", "json")
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("starting tideshift run");
+        Daemon {
+            child,
+            log,
+            metrics_addr: metrics_addr.to_string(),
+            _dir: dir,
+        }
+    }
+
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The log lines whose message is `message`: when each was logged (Unix seconds), and its
+    /// fields.
+    /// Every log line: when it was logged (Unix seconds), and its fields.
+    pub(crate) fn logged_any(&self) -> Vec<(f64, Value)> {
+        self.log_text()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter_map(|v| {
+                let at = chrono::DateTime::parse_from_rfc3339(v["timestamp"].as_str()?).ok()?;
+                Some((at.timestamp_micros() as f64 / 1e6, v["fields"].clone()))
+            })
+            .collect()
+    }
+
+    pub(crate) fn logged(&self, message: &str) -> Vec<(f64, Value)> {
+        self.log_text()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|v| v["fields"]["message"] == message)
+            .filter_map(|v| {
+                let at = chrono::DateTime::parse_from_rfc3339(v["timestamp"].as_str()?).ok()?;
+                Some((at.timestamp_micros() as f64 / 1e6, v["fields"].clone()))
+            })
+            .collect()
+    }
+
+    /// The writes the daemon says it made (its "scaled" log lines). The tests judge writes
+    /// from the audit log; this is what the daemon believed, for messages.
+    pub(crate) fn logged_writes(&self) -> Vec<Write> {
+        self.logged("scaled")
+            .into_iter()
+            .filter_map(|(at, fields)| {
+                Some(Write {
+                    at,
+                    target: fields["target"].as_str()?.to_string(),
+                    from: fields["from"].as_u64()?,
+                    to: fields["to"].as_u64()?,
+                    by: "its log".into(),
+                    daemon: true,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Every cycle that changed replicas, from its "shift" log line.
+    pub(crate) fn shifts(&self) -> Vec<Shift> {
+        self.logged("shift")
+            .into_iter()
+            .filter_map(|(at, fields)| {
+                Some(Shift {
+                    started: at - fields["took_ms"].as_u64()? as f64 / 1e3,
+                    at,
+                    summary: fields["summary"].as_str()?.to_string(),
+                    demand_unreadable: fields["demand_unreadable"].as_str()?.to_string(),
+                    dry_run: fields["dry_run"].as_bool()?,
+                })
+            })
+            .collect()
+    }
+
+    #[allow(dead_code)] // used by the classes that land next
+    pub(crate) fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sum of a metric's samples whose labels contain every `label="value"` in `with`.
+    pub(crate) async fn metric(&self, name: &str, with: &[&str]) -> Option<f64> {
+        let text = reqwest::get(format!("http://{}/metrics", self.metrics_addr))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let mut sum = None;
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix(name) else {
+                continue;
+            };
+            if !(rest.starts_with('{') || rest.starts_with(' ')) {
+                continue;
+            }
+            if !with.iter().all(|l| rest.contains(l)) {
+                continue;
+            }
+            if let Some(value) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+                *sum.get_or_insert(0.0) += value;
+            }
+        }
+        sum
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+        // The log lives in a temporary directory; a failing test shows its end, which is where
+        // the writes and warnings that failed it are.
+        if std::thread::panicking() {
+            let text = self.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(DAEMON_LOG_TAIL)..];
+            eprintln!(
+                "---- the daemon's last {} log lines ----\n{}",
+                tail.len(),
+                tail.join("\n")
+            );
+        }
+    }
+}
+
+/// Lines of the daemon's log a failing test prints.
+pub(crate) const DAEMON_LOG_TAIL: usize = 80;
+
+pub(crate) fn writes_to<'w>(writes: &'w [Write], ns: &str, name: &str) -> Vec<&'w Write> {
+    let target = format!("Deployment {ns}/{name}");
+    writes.iter().filter(|w| w.target == target).collect()
+}
