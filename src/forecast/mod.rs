@@ -171,10 +171,12 @@ pub trait FittedModel: Send + Sync {
 pub mod accuracy;
 pub mod backtest;
 pub mod prep;
+pub mod refit;
 pub mod regression;
 pub mod seasonal_naive;
 
 pub use accuracy::{ForecastRecord, RecentAccuracy};
+pub use refit::RefitSchedule;
 pub use regression::{CEILING, RegressionConfig, RegressionForecaster};
 pub use seasonal_naive::{SeasonalNaive, SeasonalNaiveModel};
 

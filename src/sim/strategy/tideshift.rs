@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::{Action, Strategy};
 use crate::forecast::{
     self, FittedModel, Forecast, ForecastMethod, ForecastRecord, ForecastSpec, Forecaster,
-    RecentAccuracy,
+    RecentAccuracy, RefitSchedule,
 };
 use crate::plan::{self, OfflineState, OnlineState, Plan, PlanInput, PlanMemory};
 use crate::sim::cluster::Cluster;
@@ -29,7 +29,7 @@ enum Foresight {
         spec: ForecastSpec,
         horizon: usize,
         history_len: usize,
-        retrain: i64,
+        refits: RefitSchedule,
         models: Vec<Option<Box<dyn FittedModel>>>,
         fitted_at: Vec<i64>,
         /// End of the history each model was fitted on.
@@ -92,7 +92,7 @@ impl Planned {
         };
         let count = scenario.online.len();
         let history_len = ((settings.history.as_secs() as i64 / step).max(1)) as usize;
-        let retrain = (settings.retrain.as_secs() as i64).max(1);
+        let refits = RefitSchedule::new(settings.retrain.0, step);
         Self {
             name: "tideshift",
             foresight: Foresight::Forecaster {
@@ -104,7 +104,7 @@ impl Planned {
                 },
                 horizon,
                 history_len,
-                retrain,
+                refits,
                 models: (0..count).map(|_| None).collect(),
                 fitted_at: vec![i64::MIN; count],
                 fitted_end: vec![i64::MIN; count],
@@ -159,7 +159,7 @@ impl Planned {
                 spec,
                 horizon,
                 history_len,
-                retrain,
+                refits,
                 models,
                 fitted_at,
                 fitted_end,
@@ -180,8 +180,8 @@ impl Planned {
                     };
                     let mut refitted = false;
                     // Refitting on the very same history would give the same model.
-                    let stale = now.saturating_sub(fitted_at[w]) >= *retrain
-                        && history.end() > fitted_end[w];
+                    let stale =
+                        refits.due(Some(fitted_at[w]), now) && history.end() > fitted_end[w];
                     if models[w].is_none() || stale {
                         match forecaster.fit(&history, spec) {
                             Ok(model) => {

@@ -1,0 +1,129 @@
+//! Stage 5: the plan's writes. Every shrink, then wait until the shrunk pods are gone (the
+//! capacity they held is free only then), then every grow; a workload another writer owns is
+//! left alone, and nothing is written once leadership is lost.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::{Applied, CycleReport, Environment};
+use crate::actuate::{Actuator, DryRun, ScaleOutcome, Target};
+use crate::plan::Plan;
+
+/// Every shrink, then wait for the shrunk pods to be gone, then every grow.
+pub(super) async fn apply(env: &Environment<'_>, plan: &Plan, report: &mut CycleReport) {
+    let dry_run = DryRun(env.actuator);
+    let writer: &dyn Actuator = if report.dry_run {
+        &dry_run
+    } else {
+        env.actuator
+    };
+    let by_name: HashMap<&str, (&'static str, Target)> = report
+        .workloads
+        .iter()
+        .map(|w| (w.name.as_str(), (w.class, w.target.clone())))
+        .collect();
+    let in_conflict: Vec<String> = report.conflicts.iter().map(|(n, _)| n.clone()).collect();
+
+    let mut shrunk: Vec<(Target, u32)> = Vec::new();
+    // A shrink that failed or met another writer may still land later (a write whose answer
+    // was lost) or never: the capacity it was to free is not free, so nothing grows on it in
+    // this cycle; the next cycle decides on what it reads then.
+    let mut shrink_not_applied = false;
+    let shrinks: Vec<(String, u32)> = plan.shrinks().map(|a| (a.name.to_string(), a.to)).collect();
+    let grows: Vec<(String, u32)> = plan.grows().map(|a| (a.name.to_string(), a.to)).collect();
+    for (phase, actions) in [("shrink", shrinks), ("grow", grows)] {
+        if phase == "grow" && !actions.is_empty() && shrink_not_applied {
+            report.errors.push(format!(
+                "not growing {}: a shrink before it was not applied",
+                actions
+                    .iter()
+                    .map(|(name, _)| name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            return;
+        }
+        if phase == "grow" && !actions.is_empty() && !report.dry_run {
+            // Batch shrunk by an earlier cycle may still hold the capacity too: a cycle cut
+            // short (restart, lost leadership) whose successor finds nothing left to shrink.
+            let mut settle = shrunk.clone();
+            for w in report.workloads.iter().filter(|w| w.class == "offline") {
+                let growing = actions.iter().any(|(name, _)| *name == w.name);
+                let known = settle.iter().any(|(target, _)| *target == w.target);
+                if !growing && !known && !in_conflict.contains(&w.name) {
+                    settle.push((w.target.clone(), w.current));
+                }
+            }
+            if !settle.is_empty() {
+                report.shrink_wait_timed_out = !wait_for_pods(env, &settle).await;
+            }
+        }
+        for (name, desired) in actions {
+            let Some((class, target)) = by_name.get(name.as_str()) else {
+                continue;
+            };
+            if in_conflict.contains(&name) {
+                continue;
+            }
+            if !report.dry_run && !(env.may_write)(Duration::ZERO) {
+                report.lost_leadership = true;
+                return;
+            }
+            match writer.scale(target, desired, env.may_write).await {
+                Ok(ScaleOutcome::Scaled { from, to }) | Ok(ScaleOutcome::DryRun { from, to }) => {
+                    report.applied.push(Applied {
+                        name: name.clone(),
+                        class,
+                        from,
+                        to,
+                    });
+                    if phase == "shrink" {
+                        shrunk.push((target.clone(), to));
+                    }
+                }
+                Ok(ScaleOutcome::Unchanged) => {}
+                Ok(ScaleOutcome::Conflict(why)) => {
+                    shrink_not_applied |= phase == "shrink";
+                    report.conflicts.push((name.clone(), why));
+                }
+                Ok(ScaleOutcome::Fenced) => {
+                    report.lost_leadership = true;
+                    return;
+                }
+                Err(e) => {
+                    shrink_not_applied |= phase == "shrink";
+                    env.metrics
+                        .kube_api_errors_total
+                        .with_label_values(&[e.verb()])
+                        .inc();
+                    report.errors.push(e.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// True when every shrunk target's pods are down to its new count within the wait.
+async fn wait_for_pods(env: &Environment<'_>, shrunk: &[(Target, u32)]) -> bool {
+    let deadline = Instant::now() + env.shrink_wait;
+    loop {
+        let mut all_gone = true;
+        for (target, replicas) in shrunk {
+            match env.actuator.pods_holding_capacity(target).await {
+                Ok(pods) if pods <= *replicas => {}
+                Ok(_) => all_gone = false,
+                Err(e) => {
+                    tracing::warn!(%target, error = %e, "cannot count pods after a shrink");
+                    all_gone = false;
+                }
+            }
+        }
+        if all_gone {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,523 @@
+use std::sync::Mutex;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::demand::ERROR_WINDOW_SECONDS;
+use super::*;
+use crate::actuate::{ActuateError, Observed, ScaleOutcome};
+use crate::forecast::Series;
+use crate::source::{Sample, SourceError};
+
+const NOW: i64 = 1_790_000_040;
+
+/// Constant demand per query, or an error for queries listed as down.
+struct FakeSource {
+    demand: HashMap<String, f64>,
+    down: Vec<String>,
+    /// Queries whose latest value is unusable (NaN, absent) while their history reads.
+    no_latest: Vec<String>,
+    /// (start, end) of every range asked.
+    asked: Mutex<Vec<(i64, i64)>>,
+    /// `forget_before` calls: (query, before).
+    forgotten: Mutex<Vec<(String, i64)>>,
+}
+
+impl DemandSource for FakeSource {
+    fn range<'a>(
+        &'a self,
+        query: &'a str,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> BoxFuture<'a, Result<Series, SourceError>> {
+        async move {
+            self.asked.lock().unwrap().push((start, end));
+            if self.down.iter().any(|q| q == query) {
+                return Err(SourceError::Timeout {
+                    query: query.into(),
+                    seconds: 10,
+                });
+            }
+            let start = crate::source::align_down(start, step);
+            let len = crate::source::grid_len(start, crate::source::align_down(end, step), step);
+            Ok(Series::new(start, step, vec![self.demand[query]; len]))
+        }
+        .boxed()
+    }
+
+    fn latest<'a>(&'a self, query: &'a str) -> BoxFuture<'a, Result<Option<Sample>, SourceError>> {
+        async move {
+            if self.down.iter().any(|q| q == query) {
+                return Err(SourceError::Timeout {
+                    query: query.into(),
+                    seconds: 10,
+                });
+            }
+            if self.no_latest.iter().any(|q| q == query) {
+                return Ok(None);
+            }
+            Ok(Some(Sample {
+                at: NOW,
+                value: self.demand[query],
+            }))
+        }
+        .boxed()
+    }
+
+    fn forget_before(&self, query: &str, _step: i64, before: i64) {
+        self.forgotten
+            .lock()
+            .unwrap()
+            .push((query.to_string(), before));
+    }
+}
+
+/// Workloads by name with replicas and pods; pods lag a shrink by two polls.
+#[derive(Default)]
+struct FakeCluster {
+    workloads: Mutex<HashMap<String, (u32, u32)>>,
+    conflicts: Vec<String>,
+    /// Targets whose writes fail (an API server that does not answer).
+    failing: Vec<String>,
+    log: Mutex<Vec<String>>,
+}
+
+impl FakeCluster {
+    fn with(workloads: &[(&str, u32)]) -> Self {
+        Self {
+            workloads: Mutex::new(
+                workloads
+                    .iter()
+                    .map(|(n, r)| (n.to_string(), (*r, *r)))
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+fn name(target: &Target) -> String {
+    target.name.clone().unwrap()
+}
+
+impl Actuator for FakeCluster {
+    fn observe<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<Observed, ActuateError>> {
+        async move {
+            let (replicas, _) = self.workloads.lock().unwrap()[&name(target)];
+            Ok(Observed {
+                replicas,
+                ready: replicas,
+                pod: None,
+                conflict: self
+                    .conflicts
+                    .contains(&name(target))
+                    .then(|| "HorizontalPodAutoscaler x".to_string()),
+            })
+        }
+        .boxed()
+    }
+
+    fn scale<'a>(
+        &'a self,
+        target: &'a Target,
+        replicas: u32,
+        fence: Fence<'a>,
+    ) -> BoxFuture<'a, Result<ScaleOutcome, ActuateError>> {
+        async move {
+            if !fence(Duration::from_secs(2)) {
+                return Ok(ScaleOutcome::Fenced);
+            }
+            if self.failing.contains(&name(target)) {
+                return Err(ActuateError::Api {
+                    target: name(target),
+                    verb: "patch",
+                    cause: "no answer within 2s".into(),
+                });
+            }
+            let mut workloads = self.workloads.lock().unwrap();
+            let entry = workloads.get_mut(&name(target)).unwrap();
+            let from = entry.0;
+            entry.0 = replicas;
+            if replicas > entry.1 {
+                entry.1 = replicas;
+            }
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("scale {} {from}->{replicas}", name(target)));
+            Ok(ScaleOutcome::Scaled { from, to: replicas })
+        }
+        .boxed()
+    }
+
+    fn pods_holding_capacity<'a>(
+        &'a self,
+        target: &'a Target,
+    ) -> BoxFuture<'a, Result<u32, ActuateError>> {
+        async move {
+            let mut workloads = self.workloads.lock().unwrap();
+            let entry = workloads.get_mut(&name(target)).unwrap();
+            let pods = entry.1;
+            entry.1 = entry.1.saturating_sub(3).max(entry.0);
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("pods {} {pods}", name(target)));
+            Ok(pods)
+        }
+        .boxed()
+    }
+}
+
+fn spec(mode: &str) -> ShiftPolicySpec {
+    let yaml = format!(
+        r#"
+mode: {mode}
+interval: 5s
+capacity: {{cpu: "10", memory: 100Gi}}
+online:
+  - name: payment
+    target: {{kind: Deployment, name: payment}}
+    demand: {{query: payment_demand}}
+    perReplica: 100
+    headroom: 0
+    replicas: {{min: 1, max: 10}}
+    startup: 10s
+    resources: {{cpu: "1", memory: 1Gi}}
+offline:
+  - name: batch
+    target: {{kind: Deployment, name: batch}}
+    replicas: {{min: 0, max: 10}}
+    resources: {{cpu: "1", memory: 1Gi}}
+forecast: {{step: 1m, history: 1d, horizon: 30m, seasonality: [1h], retrain: 10m}}
+guardrails: {{scaleDown: {{maxPercentPerMinute: 100, stabilization: 20s}}}}
+"#
+    );
+    serde_yaml::from_str(&yaml).unwrap()
+}
+
+async fn cycle(
+    spec: &ShiftPolicySpec,
+    source: &FakeSource,
+    cluster: &FakeCluster,
+    memory: &mut PolicyMemory,
+    may_write: bool,
+) -> CycleReport {
+    cycle_at(spec, source, cluster, memory, may_write, NOW).await
+}
+
+async fn cycle_at(
+    spec: &ShiftPolicySpec,
+    source: &FakeSource,
+    cluster: &FakeCluster,
+    memory: &mut PolicyMemory,
+    may_write: bool,
+    now: i64,
+) -> CycleReport {
+    let metrics = Metrics::new();
+    let allow = move |_: Duration| may_write;
+    let env = Environment {
+        source,
+        actuator: cluster,
+        forecaster: Arc::from(crate::forecast::default_forecaster()),
+        may_write: &allow,
+        shrink_wait: Duration::from_secs(5),
+        metrics: &metrics,
+        policy: "checkout",
+        namespace: "shop",
+    };
+    run_cycle(&env, spec, memory, now).await
+}
+
+fn source(payment: f64) -> FakeSource {
+    FakeSource {
+        demand: [("payment_demand".to_string(), payment)].into(),
+        down: vec![],
+        no_latest: vec![],
+        asked: Mutex::default(),
+        forgotten: Mutex::default(),
+    }
+}
+
+#[tokio::test]
+async fn the_whole_history_is_read_to_refit_and_only_the_recent_part_between() {
+    let spec = spec("enforce");
+    let source = source(300.0);
+    let cluster = FakeCluster::with(&[("payment", 3), ("batch", 4)]);
+    let mut memory = PolicyMemory::default();
+    let day = 86_400;
+    // The spec: 1m step, 1d history, 1h season, 10m retrain; minutes 0, 5, 10 and 11.
+    for minutes in [0, 5, 10, 11] {
+        let now = NOW + minutes * 60;
+        let report = cycle_at(&spec, &source, &cluster, &mut memory, true, now).await;
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert!(report.missing_metrics.is_empty(), "{report:?}");
+    }
+    let asked: Vec<i64> = source.asked.lock().unwrap().iter().map(|a| a.0).collect();
+    let model = memory.models["payment"].model.clone();
+    let points = model
+        .recent_len(30)
+        .max((ERROR_WINDOW_SECONDS / 60) as usize + 1);
+    let recent = points as i64 * 60;
+    assert!(recent < day / 2, "{recent}");
+    assert_eq!(
+        asked,
+        [
+            NOW - day,
+            NOW + 5 * 60 - recent,
+            NOW + 10 * 60 - day,
+            NOW + 11 * 60 - recent
+        ],
+        "refit, recent, refit (retrain is due), recent"
+    );
+    // After each refit the source may drop what only the fit needed.
+    assert_eq!(
+        *source.forgotten.lock().unwrap(),
+        [
+            ("payment_demand".to_string(), NOW - recent),
+            ("payment_demand".to_string(), NOW + 10 * 60 - recent)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn batch_shrinks_and_its_pods_are_gone_before_online_grows() {
+    let cluster = FakeCluster::with(&[("payment", 2), ("batch", 8)]);
+    let mut memory = PolicyMemory::default();
+    let report = cycle(
+        &spec("enforce"),
+        &source(750.0),
+        &cluster,
+        &mut memory,
+        true,
+    )
+    .await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let log = cluster.log();
+    let shrink = log
+        .iter()
+        .position(|l| l.starts_with("scale batch"))
+        .unwrap();
+    let grow = log
+        .iter()
+        .position(|l| l.starts_with("scale payment"))
+        .unwrap();
+    let batch_gone = log.iter().position(|l| l == "pods batch 2").unwrap();
+    assert!(shrink < batch_gone && batch_gone < grow, "{log:?}");
+    let payment = cluster.workloads.lock().unwrap()["payment"].0;
+    let batch = cluster.workloads.lock().unwrap()["batch"].0;
+    assert!(
+        payment >= 8,
+        "payment serves 750 at 100 per replica: {payment}"
+    );
+    assert!(
+        payment + batch <= 10,
+        "never over capacity: {payment} + {batch}"
+    );
+    assert_eq!(report.direction(), Some("up"));
+    assert!(!report.shrink_wait_timed_out);
+}
+
+#[tokio::test]
+async fn a_grow_waits_for_batch_pods_shrunk_by_an_earlier_cycle() {
+    // Another replica shrank batch to 2 and died before its pods were gone.
+    let cluster = FakeCluster::with(&[("payment", 2), ("batch", 2)]);
+    cluster
+        .workloads
+        .lock()
+        .unwrap()
+        .get_mut("batch")
+        .unwrap()
+        .1 = 8;
+    let mut memory = PolicyMemory::default();
+    let report = cycle(
+        &spec("enforce"),
+        &source(750.0),
+        &cluster,
+        &mut memory,
+        true,
+    )
+    .await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let log = cluster.log();
+    assert!(!log.iter().any(|l| l.starts_with("scale batch")), "{log:?}");
+    let grow = log
+        .iter()
+        .position(|l| l.starts_with("scale payment"))
+        .expect("payment grows");
+    let batch_gone = log
+        .iter()
+        .position(|l| l == "pods batch 2")
+        .expect("batch pods counted down to 2");
+    assert!(batch_gone < grow, "{log:?}");
+}
+
+#[tokio::test]
+async fn online_does_not_grow_when_the_batch_shrink_before_it_failed() {
+    // The etcd stall of the fault tests: the shrink of batch got no answer.
+    let mut cluster = FakeCluster::with(&[("payment", 2), ("batch", 8)]);
+    cluster.failing.push("batch".into());
+    let mut memory = PolicyMemory::default();
+    let report = cycle(
+        &spec("enforce"),
+        &source(750.0),
+        &cluster,
+        &mut memory,
+        true,
+    )
+    .await;
+    let log = cluster.log();
+    assert!(
+        !log.iter().any(|l| l.starts_with("scale payment")),
+        "{log:?}"
+    );
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.contains("not growing payment")),
+        "{:?}",
+        report.errors
+    );
+    // Once the shrink goes through, payment grows after it.
+    cluster.failing.clear();
+    cycle(
+        &spec("enforce"),
+        &source(750.0),
+        &cluster,
+        &mut memory,
+        true,
+    )
+    .await;
+    let log = cluster.log();
+    let shrink = log.iter().position(|l| l.starts_with("scale batch"));
+    let grow = log.iter().position(|l| l.starts_with("scale payment"));
+    assert!(shrink.is_some() && shrink < grow, "{log:?}");
+}
+
+#[tokio::test]
+async fn missing_metrics_hold_online_and_never_scale_it_down() {
+    let cluster = FakeCluster::with(&[("payment", 9), ("batch", 1)]);
+    let mut memory = PolicyMemory::default();
+    let mut down = source(100.0);
+    down.down.push("payment_demand".into());
+    let report = cycle(&spec("enforce"), &down, &cluster, &mut memory, true).await;
+    assert_eq!(report.missing_metrics.len(), 1);
+    assert!(report.missing_metrics[0].1.contains("payment_demand"));
+    assert_eq!(cluster.workloads.lock().unwrap()["payment"].0, 9);
+    assert!(
+        !cluster.log().iter().any(|l| l.starts_with("scale payment")),
+        "{:?}",
+        cluster.log()
+    );
+}
+
+#[tokio::test]
+async fn an_unusable_latest_value_holds_online_and_batch_while_the_forecast_runs() {
+    // payment has 9 replicas for a demand that needs 1 or 2: with readable demand it comes
+    // down once the 20 s stabilization has passed, and batch takes the capacity.
+    let run = |latest_usable: bool| async move {
+        let cluster = FakeCluster::with(&[("payment", 9), ("batch", 1)]);
+        let mut memory = PolicyMemory::default();
+        let mut source = source(100.0);
+        if !latest_usable {
+            source.no_latest.push("payment_demand".into());
+        }
+        for minutes in [0, 1, 2] {
+            // Half a minute into the step: the window (startup + interval + 15 s) reaches
+            // the forecast's first step.
+            let now = NOW + 30 + minutes * 60;
+            let report =
+                cycle_at(&spec("enforce"), &source, &cluster, &mut memory, true, now).await;
+            // Within the grace (5 min for a 1m step): the forecast still runs.
+            assert!(report.missing_metrics.is_empty(), "{report:?}");
+            assert!(report.plan.is_some());
+        }
+        let workloads = cluster.workloads.lock().unwrap().clone();
+        (workloads["payment"].0, workloads["batch"].0)
+    };
+    let (payment, batch) = run(true).await;
+    assert!(payment < 9 && batch > 1, "readable: {payment}, {batch}");
+    let (payment, batch) = run(false).await;
+    assert_eq!(
+        (payment, batch),
+        (9, 1),
+        "the latest value unusable: nothing moves"
+    );
+}
+
+#[tokio::test]
+async fn missing_metrics_do_not_give_batch_the_capacity_either() {
+    // Prometheus down since the daemon started: no plan to hold, online at 2 of 10 slots.
+    let cluster = FakeCluster::with(&[("payment", 2), ("batch", 4)]);
+    let mut memory = PolicyMemory::default();
+    let mut down = source(100.0);
+    down.down.push("payment_demand".into());
+    let report = cycle(&spec("enforce"), &down, &cluster, &mut memory, true).await;
+    assert_eq!(report.missing_metrics.len(), 1);
+    assert!(
+        !cluster.log().iter().any(|l| l.starts_with("scale")),
+        "{:?}",
+        cluster.log()
+    );
+    assert_eq!(cluster.workloads.lock().unwrap()["batch"].0, 4);
+}
+
+#[tokio::test]
+async fn dry_run_and_lost_leadership_write_nothing() {
+    let cluster = FakeCluster::with(&[("payment", 2), ("batch", 8)]);
+    let mut memory = PolicyMemory::default();
+    let report = cycle(
+        &spec("dry-run"),
+        &source(750.0),
+        &cluster,
+        &mut memory,
+        true,
+    )
+    .await;
+    assert!(
+        cluster.log().iter().all(|l| !l.starts_with("scale")),
+        "{:?}",
+        cluster.log()
+    );
+    assert!(report.dry_run);
+    assert!(
+        report.summary().starts_with("would scale"),
+        "{}",
+        report.summary()
+    );
+
+    let cluster = FakeCluster::with(&[("payment", 2), ("batch", 8)]);
+    let mut memory = PolicyMemory::default();
+    let report = cycle(
+        &spec("enforce"),
+        &source(750.0),
+        &cluster,
+        &mut memory,
+        false,
+    )
+    .await;
+    assert!(report.lost_leadership);
+    assert!(cluster.log().is_empty(), "{:?}", cluster.log());
+}
+
+#[tokio::test]
+async fn a_target_in_conflict_is_not_written() {
+    let mut cluster = FakeCluster::with(&[("payment", 2), ("batch", 8)]);
+    cluster.conflicts.push("batch".into());
+    let mut memory = PolicyMemory::default();
+    let report = cycle(
+        &spec("enforce"),
+        &source(750.0),
+        &cluster,
+        &mut memory,
+        true,
+    )
+    .await;
+    assert_eq!(report.conflicts.len(), 1);
+    assert!(!cluster.log().iter().any(|l| l.starts_with("scale batch")));
+}
