@@ -5,6 +5,7 @@
 
 pub mod cycle;
 pub mod leader;
+mod reconcile;
 pub mod status;
 pub mod trim;
 
@@ -13,13 +14,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tokio::sync::Mutex;
 
 use crate::actuate::Actuator;
@@ -27,8 +27,9 @@ use crate::forecast::Forecaster;
 use crate::policy::{ShiftPolicy, ShiftPolicySpec};
 use crate::source::DemandSource;
 use crate::telemetry::Metrics;
-use cycle::{CycleReport, Environment, PolicyMemory};
+use cycle::PolicyMemory;
 use leader::Leadership;
+use reconcile::{interval_of, reconcile};
 
 pub const FIELD_MANAGER: &str = "tideshift";
 
@@ -191,245 +192,6 @@ pub fn foreign_targets(spec: &ShiftPolicySpec, namespace: &str) -> Vec<String> {
             ))
         })
         .collect()
-}
-
-fn interval_of(spec: &ShiftPolicySpec) -> Duration {
-    spec.interval.0.max(Duration::from_secs(1))
-}
-
-pub async fn reconcile(policy: Arc<ShiftPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = policy.namespace().ok_or(Error::NoNamespace)?;
-    let name = policy.name_any();
-    let key = format!("{namespace}/{name}");
-    if !ctx.leadership.is_leader() {
-        // A standby looks again soon, so it picks the policy up quickly after a takeover.
-        return Ok(Action::requeue(
-            interval_of(&policy.spec).min(Duration::from_secs(2)),
-        ));
-    }
-    let state = ctx.state(&key).await;
-    let mut state = state.lock().await;
-    let started = Instant::now();
-    let generation = policy.metadata.generation;
-    // Our own status patches wake the controller too; a cycle runs once per interval unless
-    // the spec changed.
-    let interval = state
-        .last_good
-        .as_ref()
-        .map_or(interval_of(&policy.spec), |(_, spec)| interval_of(spec));
-    if let Some((last, last_generation)) = state.last_run
-        && last_generation == generation
-        && last.elapsed() + Duration::from_millis(100) < interval
-    {
-        return Ok(Action::requeue(interval - last.elapsed()));
-    }
-    state.last_run = Some((started, generation));
-
-    let checked = crate::policy::validate::validate(&policy)
-        .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())
-        .and_then(|()| {
-            let foreign = if ctx.allow_cross_namespace {
-                Vec::new()
-            } else {
-                foreign_targets(&policy.spec, &namespace)
-            };
-            if foreign.is_empty() {
-                Ok(())
-            } else {
-                Err(foreign)
-            }
-        });
-    let invalid = match checked {
-        Ok(()) => {
-            state.last_good = Some((generation, policy.spec.clone()));
-            None
-        }
-        Err(errors) => Some(errors.join("; ")),
-    };
-    let spec = state.last_good.as_ref().map(|(_, spec)| spec.clone());
-    let report: Option<CycleReport> = match &spec {
-        Some(spec) => {
-            state.workloads = spec
-                .online
-                .iter()
-                .map(|w| (w.name.clone(), "online"))
-                .chain(spec.offline.iter().map(|w| (w.name.clone(), "offline")))
-                .collect();
-            // What a predecessor (a replica that led before, or this process before a
-            // restart) knew of the targets' writers: that another writer owns a target, and
-            // what tideshift last wrote, so that a foreign write made meanwhile is seen.
-            let epoch = ctx.leadership.epoch();
-            if state.writers_read_in != Some(epoch) {
-                remember_writers(ctx.actuator.as_ref(), &policy, spec, &namespace);
-                state.writers_read_in = Some(epoch);
-            }
-            let leadership = ctx.leadership.clone();
-            let may_write = move |within: Duration| leadership.may_write(within);
-            let env = Environment {
-                source: ctx.source.as_ref(),
-                actuator: ctx.actuator.as_ref(),
-                forecaster: ctx.forecaster.clone(),
-                may_write: &may_write,
-                shrink_wait: ctx.shrink_wait,
-                metrics: &ctx.metrics,
-                policy: &name,
-                namespace: &namespace,
-            };
-            Some(cycle::run_cycle(&env, spec, &mut state.memory, unix_now()).await)
-        }
-        None => None,
-    };
-    drop(state);
-    ctx.metrics
-        .decision_duration_seconds
-        .with_label_values(&[&name])
-        .observe(started.elapsed().as_secs_f64());
-
-    if let Some(report) = &report {
-        if let Some(direction) = report.direction()
-            && !report.dry_run
-        {
-            ctx.metrics
-                .shifts_total
-                .with_label_values(&[&name, &namespace, direction])
-                .inc();
-        }
-        log_cycle(&key, report, started.elapsed());
-    }
-    if let Some(message) = &invalid {
-        tracing::warn!(policy = %key, %message, "invalid policy");
-    }
-
-    // Write nothing, not even status, once leadership is gone.
-    if !ctx.leadership.is_leader() {
-        return Ok(Action::requeue(interval_of(&policy.spec)));
-    }
-    let previous = policy.status.as_ref();
-    let previous_conditions = previous.map(|s| s.conditions.clone()).unwrap_or_default();
-    let judgements = status::judge(report.as_ref(), invalid.as_deref());
-    for j in &judgements {
-        ctx.metrics
-            .policy_condition
-            .with_label_values(&[&name, &namespace, j.type_])
-            .set(i64::from(j.status));
-    }
-    let conditions = status::conditions(&judgements, &previous_conditions, generation);
-    let new_status = status::status(report.as_ref(), conditions, generation, previous);
-    let api: Api<ShiftPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
-    let patch = json!({"status": new_status});
-    if previous == Some(&new_status) {
-        // Nothing new to say.
-    } else if !ctx.leadership.may_write(ctx.api_timeout) {
-        // The status holds what a successor reads: a deposed leader must not overwrite it.
-        return Ok(Action::requeue(interval_of(&policy.spec)));
-    } else {
-        let written = within(
-            ctx.api_timeout,
-            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)),
-        )
-        .await;
-        if let Err(cause) = written {
-            ctx.metrics
-                .kube_api_errors_total
-                .with_label_values(&["patch"])
-                .inc();
-            return Err(Error::Status { policy: key, cause });
-        }
-    }
-    let reference = policy.object_ref(&());
-    let repeated_dry_run = report.as_ref().is_some_and(|r| {
-        r.dry_run
-            && previous
-                .and_then(|p| p.last_decision.as_ref())
-                .is_some_and(|d| d.dry_run && d.summary == r.summary())
-    });
-    for event in status::events(report.as_ref(), &judgements, &previous_conditions) {
-        if repeated_dry_run && event.reason == "DryRunShift" {
-            continue;
-        }
-        if !ctx.leadership.may_write(ctx.api_timeout) {
-            break;
-        }
-        let published = within(ctx.api_timeout, ctx.recorder.publish(&event, &reference)).await;
-        if let Err(error) = published {
-            ctx.metrics
-                .kube_api_errors_total
-                .with_label_values(&["create"])
-                .inc();
-            tracing::warn!(policy = %key, %error, reason = %event.reason, "event not recorded");
-        }
-    }
-    let interval = spec.as_ref().map_or(interval_of(&policy.spec), interval_of);
-    // Keep the cadence: the next cycle starts one interval after this one started.
-    Ok(Action::requeue(
-        interval
-            .saturating_sub(started.elapsed())
-            .max(Duration::from_millis(200)),
-    ))
-}
-
-/// An API request given up after `timeout`; its error in words either way.
-async fn within<T, E: std::fmt::Display>(
-    timeout: Duration,
-    request: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(timeout, request).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {timeout:?}")),
-    }
-}
-
-/// Hand what the policy's status says of each workload's writers to the actuator.
-fn remember_writers(
-    actuator: &dyn Actuator,
-    policy: &ShiftPolicy,
-    spec: &ShiftPolicySpec,
-    namespace: &str,
-) {
-    let Some(status) = &policy.status else {
-        return;
-    };
-    let targets = spec
-        .online
-        .iter()
-        .map(|w| (&w.name, &w.target))
-        .chain(spec.offline.iter().map(|w| (&w.name, &w.target)));
-    for (name, target) in targets {
-        if let Some(workload) = status.workloads.iter().find(|w| &w.name == name) {
-            let target = crate::actuate::Target::from_ref(target, namespace);
-            actuator.remember_writers(&target, status::writers(workload));
-        }
-    }
-}
-
-fn log_cycle(key: &str, report: &CycleReport, took: Duration) {
-    if !report.applied.is_empty() {
-        // How long the decision took and whose demand it could not read: a shift made on
-        // data read before an outage shows a start before it, one made blind names who.
-        let unreadable: Vec<&str> = report
-            .missing_metrics
-            .iter()
-            .map(|(workload, _)| workload.as_str())
-            .collect();
-        tracing::info!(
-            policy = %key,
-            dry_run = report.dry_run,
-            summary = %report.summary(),
-            took_ms = took.as_millis() as u64,
-            demand_unreadable = %unreadable.join(","),
-            "shift"
-        );
-    }
-    for (workload, why) in &report.missing_metrics {
-        tracing::warn!(policy = %key, %workload, %why, "demand unreadable; holding");
-    }
-    for (workload, why) in &report.conflicts {
-        tracing::warn!(policy = %key, %workload, %why, "conflict; not writing");
-    }
-    for error in &report.errors {
-        tracing::warn!(policy = %key, %error, "cycle error");
-    }
 }
 
 pub fn error_policy(policy: Arc<ShiftPolicy>, error: &Error, _ctx: Arc<Context>) -> Action {
