@@ -29,32 +29,10 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 use tideshift::policy::ShiftPolicy;
 
-struct Env {
-    admin_kubeconfig: String,
-    daemon_kubeconfig: String,
-    prometheus_url: String,
-    exporter_url: String,
-    state_dir: String,
-    metrics_addr: String,
-    lease_name: String,
-    lease_namespace: String,
-}
+use common::TestBed;
 
-fn testbed_env() -> Option<Env> {
-    if common::skip_e2e("the daemon e2e test") {
-        return None;
-    }
-    let get = common::testbed_var;
-    Some(Env {
-        admin_kubeconfig: get("KUBECONFIG"),
-        daemon_kubeconfig: get("TIDESHIFT_DAEMON_KUBECONFIG"),
-        prometheus_url: get("TIDESHIFT_PROMETHEUS_URL"),
-        exporter_url: get("TESTBED_EXPORTER_URL"),
-        state_dir: get("TESTBED_STATE_DIR"),
-        metrics_addr: get("TESTBED_DAEMON_METRICS_ADDR"),
-        lease_name: get("TESTBED_LEASE_NAME"),
-        lease_namespace: get("TESTBED_LEASE_NAMESPACE"),
-    })
+fn testbed_env() -> Option<TestBed> {
+    TestBed::from_env("the daemon e2e test")
 }
 
 fn unix_now() -> i64 {
@@ -105,7 +83,7 @@ impl FlashSale {
 
 /// Write 14 days of history with the same flash sale every day at the same time, as the
 /// series Prometheus scrapes from the exporter, and turn it into TSDB blocks.
-fn backfill(env: &Env, sales: &[(&str, FlashSale)], now: i64) {
+fn backfill(env: &TestBed, sales: &[(&str, FlashSale)], now: i64) {
     let instance = env
         .exporter_url
         .trim_start_matches("http://")
@@ -144,7 +122,7 @@ fn backfill(env: &Env, sales: &[(&str, FlashSale)], now: i64) {
     );
 }
 
-async fn prometheus_has(env: &Env, query: &str, at: i64) -> bool {
+async fn prometheus_has(env: &TestBed, query: &str, at: i64) -> bool {
     let url = format!("{}/api/v1/query", env.prometheus_url);
     let Ok(response) = reqwest::Client::new()
         .get(url)
@@ -464,10 +442,7 @@ async fn flash_sale_shifts_batch_to_online_before_the_peak_and_back() {
         peak: 3.0,
         ..payment
     };
-    // TESTBED_SCRIPT: the test bed's script when it lives elsewhere (another checkout).
-    let script = std::env::var("TESTBED_SCRIPT")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/testbed").into());
-    let status = std::process::Command::new(&script)
+    let status = std::process::Command::new(&env.script)
         .arg("exporter")
         .arg(payment.scenario(&format!("{series}-payment")))
         .arg(refund.scenario(&format!("{series}-refund")))

@@ -127,10 +127,10 @@ fn read_saved(path: &Path) -> Vec<(i64, Option<f64>)> {
 
 #[test]
 fn simulate_replays_the_history_prometheus_holds() {
-    if common::skip_e2e("the simulate e2e test") {
+    let Some(testbed) = common::TestBed::from_env("the simulate e2e test") else {
         return;
-    }
-    let url = common::testbed_var("TIDESHIFT_PROMETHEUS_URL");
+    };
+    let url = testbed.prometheus_url;
     let dir = tempfile::tempdir().expect("tempdir");
     // One query as users write it over a counter, one over a gauge.
     let checkout = r#"sum(rate(tideshift_demo_requests_total{workload="checkout"}[5m]))"#;
@@ -241,10 +241,10 @@ fn simulate_replays_the_history_prometheus_holds() {
 
 #[test]
 fn wrong_queries_short_history_and_no_prometheus_are_clear_errors() {
-    if common::skip_e2e("the simulate e2e test") {
+    let Some(testbed) = common::TestBed::from_env("the simulate e2e test") else {
         return;
-    }
-    let url = common::testbed_var("TIDESHIFT_PROMETHEUS_URL");
+    };
+    let url = testbed.prometheus_url;
     let dir = tempfile::tempdir().expect("tempdir");
     let good = r#"tideshift_demo_demand{workload="checkout"}"#;
     let run = |query: &str, prometheus: &str| {

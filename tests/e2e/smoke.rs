@@ -16,25 +16,10 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
-struct Env {
-    admin_kubeconfig: String,
-    daemon_kubeconfig: String,
-    prometheus_url: String,
-}
+use common::TestBed;
 
-/// The test bed's variables, or `None` when the caller explicitly opted out of e2e tests.
-/// Unset variables without the opt-out fail: CI always sets them, so a silent skip would hide
-/// a broken harness.
-fn testbed_env() -> Option<Env> {
-    if common::skip_e2e("e2e smoke test") {
-        return None;
-    }
-    let get = common::testbed_var;
-    Some(Env {
-        admin_kubeconfig: get("KUBECONFIG"),
-        daemon_kubeconfig: get("TIDESHIFT_DAEMON_KUBECONFIG"),
-        prometheus_url: get("TIDESHIFT_PROMETHEUS_URL"),
-    })
+fn testbed_env() -> Option<TestBed> {
+    TestBed::from_env("e2e smoke test")
 }
 
 fn unique(prefix: &str) -> String {
@@ -320,7 +305,13 @@ async fn pods_beyond_node_capacity_stay_pending() {
     delete_namespace(&client, &ns).await;
 }
 
-async fn prometheus_range(env: &Env, query: &str, start: i64, end: i64, step: i64) -> Vec<Value> {
+async fn prometheus_range(
+    env: &TestBed,
+    query: &str,
+    start: i64,
+    end: i64,
+    step: i64,
+) -> Vec<Value> {
     let url = format!("{}/api/v1/query_range", env.prometheus_url);
     let response = reqwest::Client::new()
         .get(&url)

@@ -20,6 +20,56 @@ pub fn skip_e2e(what: &str) -> bool {
     skip
 }
 
+/// The test bed's variables (from `tests/e2e/testbed env`), one struct for every e2e target.
+pub struct TestBed {
+    pub admin_kubeconfig: String,
+    /// The least-privilege ServiceAccount the chart gives the daemon.
+    pub daemon_kubeconfig: String,
+    pub prometheus_url: String,
+    pub exporter_url: String,
+    pub apiserver_url: String,
+    pub state_dir: String,
+    /// Where a daemon under test serves its metrics.
+    pub metrics_addr: String,
+    /// Where a test's own scrape target listens (Prometheus scrapes it).
+    pub faults_scrape_addr: String,
+    pub lease_name: String,
+    pub lease_namespace: String,
+    /// The independent record of writes.
+    pub audit: audit::Audit,
+    /// `tests/e2e/testbed`, to pause, resume and restart its components.
+    pub script: String,
+}
+
+impl TestBed {
+    /// The test bed, or `None` when the caller opted out of the e2e tests (`what` names them).
+    /// Unset variables without the opt-out fail: CI always sets them, so a silent skip would
+    /// hide a broken harness.
+    pub fn from_env(what: &str) -> Option<Self> {
+        if skip_e2e(what) {
+            return None;
+        }
+        let get = testbed_var;
+        Some(Self {
+            admin_kubeconfig: get("KUBECONFIG"),
+            daemon_kubeconfig: get("TIDESHIFT_DAEMON_KUBECONFIG"),
+            prometheus_url: get("TIDESHIFT_PROMETHEUS_URL"),
+            exporter_url: get("TESTBED_EXPORTER_URL"),
+            apiserver_url: get("TESTBED_APISERVER_URL"),
+            state_dir: get("TESTBED_STATE_DIR"),
+            metrics_addr: get("TESTBED_DAEMON_METRICS_ADDR"),
+            faults_scrape_addr: get("TESTBED_FAULTS_SCRAPE_ADDR"),
+            lease_name: get("TESTBED_LEASE_NAME"),
+            lease_namespace: get("TESTBED_LEASE_NAMESPACE"),
+            audit: audit::Audit::new(get("TESTBED_AUDIT_LOG")),
+            // TESTBED_SCRIPT: the test bed's script when it lives elsewhere (another checkout).
+            script: std::env::var("TESTBED_SCRIPT").unwrap_or_else(|_| {
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/testbed").into()
+            }),
+        })
+    }
+}
+
 /// A test bed variable (from `tests/e2e/testbed env`); panics, saying how to set it, when unset.
 pub fn testbed_var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {

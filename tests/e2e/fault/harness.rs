@@ -5,36 +5,10 @@ use super::*;
 
 // ---- environment -------------------------------------------------------------------------------
 
-pub(crate) struct Env {
-    pub(crate) admin_kubeconfig: String,
-    pub(crate) daemon_kubeconfig: String,
-    pub(crate) prometheus_url: String,
-    pub(crate) metrics_addr: String,
-    pub(crate) faults_scrape_addr: String,
-    pub(crate) script: String,
-    /// The independent record of writes.
-    pub(crate) audit: Audit,
-    pub(crate) apiserver_url: String,
-    pub(crate) state_dir: String,
-}
+pub(crate) use common::TestBed;
 
-pub(crate) fn testbed_env() -> Option<Env> {
-    if common::skip_e2e("the fault tests") {
-        return None;
-    }
-    let get = common::testbed_var;
-    Some(Env {
-        admin_kubeconfig: get("KUBECONFIG"),
-        daemon_kubeconfig: get("TIDESHIFT_DAEMON_KUBECONFIG"),
-        prometheus_url: get("TIDESHIFT_PROMETHEUS_URL"),
-        metrics_addr: get("TESTBED_DAEMON_METRICS_ADDR"),
-        faults_scrape_addr: get("TESTBED_FAULTS_SCRAPE_ADDR"),
-        audit: Audit::new(get("TESTBED_AUDIT_LOG")),
-        apiserver_url: get("TESTBED_APISERVER_URL"),
-        state_dir: get("TESTBED_STATE_DIR"),
-        script: std::env::var("TESTBED_SCRIPT")
-            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/testbed").into()),
-    })
+pub(crate) fn testbed_env() -> Option<TestBed> {
+    TestBed::from_env("the fault tests")
 }
 
 /// The classes share one cluster (and the test bed's components): one at a time.
@@ -51,7 +25,7 @@ pub(crate) fn suffix() -> String {
     format!("{:x}", (unix_now() * 10.0) as u64 % 0xffffff)
 }
 
-pub(crate) fn testbed(env: &Env, args: &[&str]) {
+pub(crate) fn testbed(env: &TestBed, args: &[&str]) {
     let status = std::process::Command::new(&env.script)
         .args(args)
         .status()
@@ -384,7 +358,7 @@ pub(crate) struct Daemon {
 
 impl Daemon {
     pub(crate) fn spawn(
-        env: &Env,
+        env: &TestBed,
         prometheus_url: &str,
         metrics_addr: &str,
         extra: &[&str],

@@ -78,7 +78,7 @@ impl ChartTimings {
 /// A replica of the daemon with leader election on the chart's Lease and the chart's default
 /// timings, naming itself `identity` (in its User-Agent too).
 pub(crate) fn replica(
-    env: &Env,
+    env: &TestBed,
     kubeconfig: &str,
     identity: &str,
     metrics_addr: &str,
@@ -123,7 +123,7 @@ pub(crate) async fn wait_leading(daemon: &Daemon, who: &str) {
 /// Replica a (through `a_kubeconfig`), leading, and replica b standing by, then the policy
 /// settled: (a, b, the settled replicas).
 pub(crate) async fn two_replicas(
-    env: &Env,
+    env: &TestBed,
     admin: &Client,
     ns: &str,
     a_kubeconfig: &str,
@@ -140,7 +140,11 @@ pub(crate) async fn two_replicas(
 /// A flash sale with the controller-manager frozen: replica a shrinks training, whose pods stay,
 /// and waits for them. Returns the controller-manager's resumption (on drop) and when the
 /// shift began.
-pub(crate) async fn shift_held_mid_way(env: &Env, admin: &Client, ns: &str) -> (ResumeOnDrop, f64) {
+pub(crate) async fn shift_held_mid_way(
+    env: &TestBed,
+    admin: &Client,
+    ns: &str,
+) -> (ResumeOnDrop, f64) {
     testbed(env, &["pause", "kube-controller-manager"]);
     let resume_cm = ResumeOnDrop(env.script.clone(), "kube-controller-manager");
     let shift_from = unix_now();

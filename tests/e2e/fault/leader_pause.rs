@@ -98,7 +98,7 @@ pub(crate) async fn api_proxy_handler(
 }
 
 impl ApiProxy {
-    pub(crate) async fn start(env: &Env) -> ApiProxy {
+    pub(crate) async fn start(env: &TestBed) -> ApiProxy {
         let ca = std::fs::read(format!("{}/pki/ca.crt", env.state_dir)).expect("the test bed's CA");
         let client = reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA certificate"))
@@ -127,7 +127,7 @@ impl ApiProxy {
     }
 
     /// A kubeconfig for the daemon's ServiceAccount through this proxy.
-    pub(crate) fn kubeconfig(&self, env: &Env, dir: &std::path::Path) -> String {
+    pub(crate) fn kubeconfig(&self, env: &TestBed, dir: &std::path::Path) -> String {
         let text = std::fs::read_to_string(&env.daemon_kubeconfig).expect("daemon kubeconfig");
         let token = text
             .lines()

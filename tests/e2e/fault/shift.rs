@@ -3,7 +3,7 @@
 use super::*;
 
 /// A namespace with payment (2) and training (8) under policy `shop` at 50 per replica.
-pub(crate) async fn shift_scenario(env: &Env, class: &str) -> (Client, String, Namespaces) {
+pub(crate) async fn shift_scenario(env: &TestBed, class: &str) -> (Client, String, Namespaces) {
     let admin = common::client_from(&env.admin_kubeconfig).await;
     let ns = format!("faults-{class}-{}", suffix());
     let cleanup = Namespaces(env.admin_kubeconfig.clone(), vec![ns.clone()]);
