@@ -6,11 +6,12 @@
 //!   removes its running pods). A Job selector spreads the replicas over the matching Jobs that
 //!   have not finished, in name order; their pods are counted over every matching Job.
 //! - Another writer is a conflict, never a fight: an HPA whose `scaleTargetRef` names the same
-//!   object, or replicas that differ from what tideshift last wrote (or first read, for an
-//!   object it has not written) and were last written by another field manager (`managedFields`; what a predecessor replica wrote is tideshift's
+//!   object, or replicas that differ from tideshift's baseline (what it last wrote, or, for an
+//!   object it has not written, what it adopted when it first read it: `adopt`) and were last
+//!   written by another field manager (`managedFields`; what a predecessor replica wrote is tideshift's
 //!   too). A target in conflict is not written for `conflict_hold` (an HPA conflict lasts as
-//!   long as the HPA); after the hold the then-current value is taken as the new baseline, so a
-//!   persistent other writer sees at most one write per hold. What is known of a target's
+//!   long as the HPA, a foreign write from its last change); after the hold the then-current
+//!   value is the new baseline, so a persistent other writer sees at most one write per hold. What is known of a target's
 //!   writers is handed to the controller to keep in the policy's status, and handed back to a
 //!   successor (`Actuator::writers`, `Actuator::remember_writers`).
 //! - Writes are fenced: every write carries the `resourceVersion` of the read it was decided
@@ -78,6 +79,8 @@ struct TargetMemory {
     /// or last saw and agreed with.
     written: BTreeMap<String, u32>,
     conflict: Option<Conflict>,
+    /// Per object: the replicas of the last read (what `adopt` takes as the baseline).
+    last_read: BTreeMap<String, u32>,
 }
 
 pub struct KubeActuator {
@@ -457,6 +460,11 @@ impl KubeActuator {
     fn judge(&self, target: &Target, read: &Read, autoscaler: Option<String>) -> Option<String> {
         let mut memory = self.lock_memory();
         let entry = memory.entry(target.to_string()).or_default();
+        entry.last_read = read
+            .objects
+            .iter()
+            .map(|o| (o.name.clone(), o.replicas))
+            .collect();
         if let Some(reason) = autoscaler {
             let since = match &entry.conflict {
                 Some(c) if c.kind == ConflictKind::Autoscaler => c.since,
@@ -480,11 +488,7 @@ impl KubeActuator {
         };
         let mut foreign = None;
         for object in &read.objects {
-            // An object seen for the first time (a new policy, a new Job of a selector, a target
-            // never written) is adopted at its current value: a person who changes it later is
-            // another writer whether or not tideshift has written it yet.
             let Some(&written) = entry.written.get(&object.name) else {
-                entry.written.insert(object.name.clone(), object.replicas);
                 continue;
             };
             if written == object.replicas {
@@ -500,7 +504,7 @@ impl KubeActuator {
             };
             let by = object.last_writer.as_deref().unwrap_or("unknown");
             foreign.get_or_insert(format!(
-                "{field} of {what} changed from {written} (tideshift's) to {} by another writer ({by})",
+                "{field} of {what} changed from {written} (tideshift's baseline) to {} by another writer ({by})",
                 object.replicas
             ));
         }
@@ -893,6 +897,20 @@ impl Actuator for KubeActuator {
         })
     }
 
+    fn adopt(&self, target: &Target) {
+        let mut memory = self.lock_memory();
+        let Some(entry) = memory.get_mut(&target.to_string()) else {
+            return;
+        };
+        // Not while a conflict holds: the other writer's value becomes the baseline after it.
+        if entry.conflict.is_some() {
+            return;
+        }
+        for (name, &replicas) in &entry.last_read {
+            entry.written.entry(name.clone()).or_insert(replicas);
+        }
+    }
+
     fn remember_writers(&self, target: &Target, remembered: WriterMemory) {
         let mut memory = self.lock_memory();
         let entry = memory.entry(target.to_string()).or_default();
@@ -1212,7 +1230,7 @@ mod tests {
         );
         let first = actuator.scale(&target(), 6, &allow).await.unwrap();
         assert!(
-            matches!(&first, ScaleOutcome::Conflict(r) if r.contains("from 6 (tideshift's) to 3")),
+            matches!(&first, ScaleOutcome::Conflict(r) if r.contains("from 6 (tideshift's baseline) to 3")),
             "{first:?}"
         );
         let second = actuator.observe(&target()).await.unwrap();
@@ -1233,8 +1251,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_target_never_written_is_adopted_at_first_sight_so_a_later_hand_scale_is_a_conflict()
-    {
+    async fn a_target_adopted_before_its_first_write_sees_a_later_hand_scale_as_a_conflict() {
         let (client, mut handle) = mock();
         let actuator = KubeActuator::new(client, Duration::from_secs(3600), Duration::from_secs(5));
         let server = tokio::spawn(async move {
@@ -1248,15 +1265,18 @@ mod tests {
         });
         let first = actuator.observe(&target()).await.unwrap();
         assert_eq!(first.conflict, None, "what was there first is the baseline");
+        actuator.adopt(&target());
         assert_eq!(
             actuator.writers(&target()).unwrap().written,
             BTreeMap::from([("payment".to_string(), 8)])
         );
         let second = actuator.observe(&target()).await.unwrap();
         assert!(
-            second.conflict.as_deref().is_some_and(
-                |r| r.contains("from 8 (tideshift's) to 6 by another writer (kubectl)")
-            ),
+            second
+                .conflict
+                .as_deref()
+                .is_some_and(|r| r
+                    .contains("from 8 (tideshift's baseline) to 6 by another writer (kubectl)")),
             "{second:?}"
         );
         server.await.unwrap();
@@ -1426,7 +1446,7 @@ mod tests {
         let observed = actuator.observe(&target()).await.unwrap();
         let conflict = observed.conflict.expect("another writer");
         assert!(
-            conflict.contains("from 4 (tideshift's) to 7 by another writer (kubectl)"),
+            conflict.contains("from 4 (tideshift's baseline) to 7 by another writer (kubectl)"),
             "{conflict}"
         );
         let other = actuator.writers(&target()).unwrap().other_writer.unwrap();
@@ -1571,7 +1591,8 @@ mod tests {
         );
         let conflict = observed.conflict.expect("b was written by someone else");
         assert!(
-            conflict.contains("parallelism of Job shop/b changed from 3 (tideshift's) to 5"),
+            conflict
+                .contains("parallelism of Job shop/b changed from 3 (tideshift's baseline) to 5"),
             "{conflict}"
         );
     }

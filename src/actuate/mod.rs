@@ -179,6 +179,12 @@ pub trait Actuator: Send + Sync {
 
     /// Take over what a predecessor knew of the target's writers (from the policy's status).
     fn remember_writers(&self, _target: &Target, _memory: WriterMemory) {}
+
+    /// Take the replicas last observed of the target's objects that tideshift has not written
+    /// as its baseline, so that a later change by someone else is another writer even before
+    /// tideshift first writes. Called for policies that write (not in dry-run, where nothing is
+    /// tideshift's and a person scaling a workload fights no one).
+    fn adopt(&self, _target: &Target) {}
 }
 
 /// Reads through to `inner`, writes nothing: `mode: dry-run`.

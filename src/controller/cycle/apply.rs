@@ -63,6 +63,9 @@ pub(super) async fn apply(env: &Environment<'_>, plan: &Plan, report: &mut Cycle
                 continue;
             };
             if in_conflict.contains(&name) {
+                // Its capacity is not freed: nothing grows on it (as for a shrink that meets
+                // another writer when written).
+                shrink_not_applied |= phase == "shrink";
                 continue;
             }
             if !report.dry_run && !(env.may_write)(Duration::ZERO) {

@@ -70,6 +70,9 @@ pub(super) async fn workloads(
                 if let Some(conflict) = &o.conflict {
                     report.conflicts.push((name.clone(), conflict.clone()));
                 }
+                if !report.dry_run {
+                    env.actuator.adopt(target);
+                }
                 observed.insert(name.clone(), o);
             }
             Err(e) => {

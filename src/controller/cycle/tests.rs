@@ -171,6 +171,13 @@ impl Actuator for FakeCluster {
         }
         .boxed()
     }
+
+    fn adopt(&self, target: &Target) {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("adopt {}", name(target)));
+    }
 }
 
 fn spec(mode: &str) -> ShiftPolicySpec {
@@ -480,8 +487,11 @@ async fn dry_run_and_lost_leadership_write_nothing() {
     )
     .await;
     assert!(
-        cluster.log().iter().all(|l| !l.starts_with("scale")),
-        "{:?}",
+        cluster
+            .log()
+            .iter()
+            .all(|l| !l.starts_with("scale") && !l.starts_with("adopt")),
+        "in dry-run nothing is written and nothing is tideshift's: {:?}",
         cluster.log()
     );
     assert!(report.dry_run);
@@ -502,7 +512,12 @@ async fn dry_run_and_lost_leadership_write_nothing() {
     )
     .await;
     assert!(report.lost_leadership);
-    assert!(cluster.log().is_empty(), "{:?}", cluster.log());
+    // Adopting is memory, not a write.
+    assert!(
+        cluster.log().iter().all(|l| l.starts_with("adopt")),
+        "{:?}",
+        cluster.log()
+    );
 }
 
 #[tokio::test]
@@ -520,4 +535,30 @@ async fn a_target_in_conflict_is_not_written() {
     .await;
     assert_eq!(report.conflicts.len(), 1);
     assert!(!cluster.log().iter().any(|l| l.starts_with("scale batch")));
+    // A policy that writes takes what it reads as its baseline (`Actuator::adopt`).
+    for workload in ["payment", "batch"] {
+        assert!(
+            cluster.log().contains(&format!("adopt {workload}")),
+            "{:?}",
+            cluster.log()
+        );
+    }
+    // The shrink it needed did not happen, so its capacity is not free to grow onto.
+    assert!(
+        report.plan.as_ref().is_some_and(|p| p.grows().count() > 0),
+        "the scenario needs a grow: {report:?}"
+    );
+    assert!(
+        !cluster.log().iter().any(|l| l.starts_with("scale payment")),
+        "{:?}",
+        cluster.log()
+    );
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.starts_with("not growing payment")),
+        "{:?}",
+        report.errors
+    );
 }
