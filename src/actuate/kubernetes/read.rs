@@ -1,6 +1,8 @@
 //! Reading targets: the workload objects (a Deployment, a StatefulSet, the Jobs of a
 //! selector), the HPAs that would fight over them, their pods and the Nodes' capacity.
 
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+
 use super::*;
 
 /// One object that holds (a share of) a target's replicas, as read.
@@ -99,6 +101,25 @@ pub(super) fn larger_pod(a: Option<Resources>, b: Option<Resources>) -> Option<R
     }
 }
 
+/// A Deployment or a StatefulSet: one object that holds all of the target's replicas.
+fn single(
+    target: &Target,
+    meta: &ObjectMeta,
+    replicas: Option<i32>,
+    ready: Option<i32>,
+    template: PodTemplateSpec,
+    selector: LabelSelector,
+) -> Read {
+    let replicas = to_u32(replicas, 1);
+    Read {
+        replicas,
+        ready: to_u32(ready, 0),
+        pod: template.spec.as_ref().and_then(pod_requests),
+        selectors: vec![selector],
+        objects: vec![object_read(meta, target.kind, replicas)],
+    }
+}
+
 impl KubeActuator {
     pub(super) async fn jobs(&self, target: &Target) -> Result<Vec<Job>, ActuateError> {
         let api: Api<Job> = Api::namespaced(self.client.clone(), &target.namespace);
@@ -138,30 +159,32 @@ impl KubeActuator {
                 let object = self
                     .request(target, "get", api.get(self.name(target)?))
                     .await?;
+                let ready = object.status.and_then(|s| s.ready_replicas);
                 let spec = object.spec;
-                let replicas = to_u32(spec.replicas, 1);
-                Ok(Read {
-                    replicas,
-                    ready: to_u32(object.status.and_then(|s| s.ready_replicas), 0),
-                    pod: spec.template.spec.as_ref().and_then(pod_requests),
-                    selectors: vec![spec.selector],
-                    objects: vec![object_read(&object.metadata, target.kind, replicas)],
-                })
+                Ok(single(
+                    target,
+                    &object.metadata,
+                    spec.replicas,
+                    ready,
+                    spec.template,
+                    spec.selector,
+                ))
             }
             WorkloadKind::StatefulSet => {
                 let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), &target.namespace);
                 let object = self
                     .request(target, "get", api.get(self.name(target)?))
                     .await?;
+                let ready = object.status.and_then(|s| s.ready_replicas);
                 let spec = object.spec;
-                let replicas = to_u32(spec.replicas, 1);
-                Ok(Read {
-                    replicas,
-                    ready: to_u32(object.status.and_then(|s| s.ready_replicas), 0),
-                    pod: spec.template.spec.as_ref().and_then(pod_requests),
-                    selectors: vec![spec.selector],
-                    objects: vec![object_read(&object.metadata, target.kind, replicas)],
-                })
+                Ok(single(
+                    target,
+                    &object.metadata,
+                    spec.replicas,
+                    ready,
+                    spec.template,
+                    spec.selector,
+                ))
             }
             WorkloadKind::Job => {
                 let jobs = self.jobs(target).await?;
