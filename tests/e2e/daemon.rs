@@ -24,7 +24,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use tideshift::policy::ShiftPolicy;
@@ -367,30 +367,7 @@ fn percentile(values: &mut [f64], q: f64) -> f64 {
     values[index]
 }
 
-/// Deletes the test's namespaces when the test ends, however it ends, so a failed run does not
-/// leave pods holding the test bed's capacity.
-struct Namespaces(String, Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        let kubeconfig = self.0.clone();
-        let names = self.1.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Runtime::new() else {
-                return;
-            };
-            runtime.block_on(async {
-                let client = common::client_from(&kubeconfig).await;
-                for name in names {
-                    let _ = Api::<Namespace>::all(client.clone())
-                        .delete(&name, &DeleteParams::background())
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
+use common::Namespaces;
 
 /// Stops the daemon when the test ends, however it ends: SIGTERM first, so it shuts down
 /// gracefully and releases its Lease (the next run then leads at once), SIGKILL after 15 s.

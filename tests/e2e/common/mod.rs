@@ -93,3 +93,28 @@ pub async fn client_from(path: &str) -> Client {
     config.write_timeout = Some(Duration::from_secs(10));
     Client::try_from(config).expect("building a kube client")
 }
+
+/// Deletes the test's namespaces when the test ends, however it ends, so a failed run does not
+/// leave pods holding the test bed's capacity: (admin kubeconfig, namespaces).
+pub struct Namespaces(pub String, pub Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        let kubeconfig = self.0.clone();
+        let names = self.1.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Runtime::new() else {
+                return;
+            };
+            runtime.block_on(async {
+                let client = client_from(&kubeconfig).await;
+                for name in names {
+                    let _ = kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+                        .delete(&name, &kube::api::DeleteParams::background())
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}

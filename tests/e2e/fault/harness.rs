@@ -96,29 +96,7 @@ pub(crate) fn report(class: &str, figures: &Figures, problems: &[String]) {
 
 // ---- cluster objects ---------------------------------------------------------------------------
 
-/// Deletes the test's namespaces when the test ends, however it ends.
-pub(crate) struct Namespaces(pub(crate) String, pub(crate) Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        let kubeconfig = self.0.clone();
-        let names = self.1.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Runtime::new() else {
-                return;
-            };
-            runtime.block_on(async {
-                let client = common::client_from(&kubeconfig).await;
-                for name in names {
-                    let _ = Api::<Namespace>::all(client.clone())
-                        .delete(&name, &DeleteParams::background())
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
+pub(crate) use common::Namespaces;
 
 pub(crate) async fn create_namespace(client: &Client, name: &str) {
     Api::<Namespace>::all(client.clone())

@@ -1,0 +1,135 @@
+//! Who writes a target: tideshift's baseline per object (written, agreed or adopted), and
+//! the conflict an HPA or another writer makes, held for `conflict_hold`.
+
+use super::*;
+
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum ConflictKind {
+    Autoscaler,
+    ForeignWrite,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Conflict {
+    /// Wall clock, so that a successor can carry the hold on from the policy's status.
+    pub(super) since: SystemTime,
+    pub(super) kind: ConflictKind,
+    pub(super) reason: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub(super) struct TargetMemory {
+    /// Per object (the Deployment, or each Job of a selector): what tideshift last asked for,
+    /// or last saw and agreed with.
+    pub(super) written: BTreeMap<String, u32>,
+    pub(super) conflict: Option<Conflict>,
+    /// Per object: the replicas of the last read (what `adopt` takes as the baseline).
+    pub(super) last_read: BTreeMap<String, u32>,
+}
+
+pub(super) fn unix_seconds(at: SystemTime) -> i64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl KubeActuator {
+    /// Update what is known about the target's writers; returns the conflict, if any.
+    pub(super) fn judge(
+        &self,
+        target: &Target,
+        read: &Read,
+        autoscaler: Option<String>,
+    ) -> Option<String> {
+        let mut memory = self.lock_memory();
+        let entry = memory.entry(target.to_string()).or_default();
+        entry.last_read = read
+            .objects
+            .iter()
+            .map(|o| (o.name.clone(), o.replicas))
+            .collect();
+        if let Some(reason) = autoscaler {
+            let since = match &entry.conflict {
+                Some(c) if c.kind == ConflictKind::Autoscaler => c.since,
+                _ => SystemTime::now(),
+            };
+            entry.conflict = Some(Conflict {
+                since,
+                kind: ConflictKind::Autoscaler,
+                reason: reason.clone(),
+            });
+            entry.written.clear();
+            return Some(reason);
+        }
+        // A replica count that is not what tideshift wrote, last written by someone else. One
+        // last written by tideshift is a predecessor's write (another replica of the daemon,
+        // or this one before a restart): the new baseline.
+        let field = if target.kind == WorkloadKind::Job {
+            "parallelism"
+        } else {
+            "replicas"
+        };
+        let mut foreign = None;
+        for object in &read.objects {
+            let Some(&written) = entry.written.get(&object.name) else {
+                continue;
+            };
+            if written == object.replicas {
+                continue;
+            }
+            if object.last_writer.as_deref() == Some(FIELD_MANAGER) {
+                entry.written.insert(object.name.clone(), object.replicas);
+                continue;
+            }
+            let what = match (&target.name, target.kind) {
+                (Some(_), _) => target.to_string(),
+                (None, kind) => format!("{} {}/{}", kind_name(kind), target.namespace, object.name),
+            };
+            let by = object.last_writer.as_deref().unwrap_or("unknown");
+            foreign.get_or_insert(format!(
+                "{field} of {what} changed from {written} (tideshift's baseline) to {} by another writer ({by})",
+                object.replicas
+            ));
+        }
+        // Jobs that finished or went away are no longer anyone's.
+        entry
+            .written
+            .retain(|name, _| read.objects.iter().any(|o| &o.name == name));
+        if let Some(reason) = foreign {
+            entry.conflict = Some(Conflict {
+                since: SystemTime::now(),
+                kind: ConflictKind::ForeignWrite,
+                reason: reason.clone(),
+            });
+            // After the hold, the other writer's value is the new baseline.
+            entry.written.clear();
+            return Some(reason);
+        }
+        match &entry.conflict {
+            Some(c) if c.kind == ConflictKind::Autoscaler => {
+                entry.conflict = None;
+                None
+            }
+            Some(c) => {
+                let held = SystemTime::now()
+                    .duration_since(c.since)
+                    .unwrap_or(Duration::ZERO);
+                if held < self.conflict_hold {
+                    Some(c.reason.clone())
+                } else {
+                    entry.conflict = None;
+                    None
+                }
+            }
+            None => None,
+        }
+    }
+
+    /// Remember that tideshift asked for (or agrees with) these replicas per object.
+    pub(super) fn agree(&self, target: &Target, written: impl IntoIterator<Item = (String, u32)>) {
+        self.lock_memory()
+            .entry(target.to_string())
+            .or_default()
+            .written
+            .extend(written);
+    }
+}
