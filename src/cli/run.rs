@@ -11,7 +11,7 @@ use futures::FutureExt;
 use kube::runtime::events::Reporter;
 
 use super::{CliResult, PrometheusClientArgs};
-use crate::actuate::kubernetes::KubeActuator;
+use crate::actuate::kubernetes::{KubeActuator, WorkloadCache};
 use crate::controller::leader::{LeaderElector, Leadership, LeaseConfig};
 use crate::controller::{Context, run_controllers};
 use crate::policy::PolicyDuration;
@@ -182,11 +182,12 @@ async fn run_daemon(args: RunArgs) -> CliResult {
     let (client, writer) = kube_clients(&args, &identity).await?;
     let prometheus = args.prometheus.config(&args.prometheus_url);
     let source = Arc::new(PrometheusSource::new(prometheus)?);
-    let actuator = Arc::new(KubeActuator::new(
-        writer.clone(),
-        args.conflict_hold.0,
-        args.api_timeout.0,
-    ));
+    // Cycles read workloads and HPAs from watched views (the client without the short read
+    // timeout: a watch is a long request); writes go through `writer`.
+    let actuator = Arc::new(
+        KubeActuator::new(writer.clone(), args.conflict_hold.0, args.api_timeout.0)
+            .with_cache(WorkloadCache::start(&client, &args.namespaces)),
+    );
     let metrics = Metrics::new();
     let health = Health {
         leader_election: args.leader_election,

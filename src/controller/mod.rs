@@ -71,6 +71,8 @@ struct PolicyState {
     /// The leadership epoch in which what the status says of the workloads' writers was last
     /// handed to the actuator: read again whenever leading begins (a predecessor wrote it).
     writers_read_in: Option<u64>,
+    /// When this daemon last wrote the policy's status.
+    status_written: Option<Instant>,
 }
 
 impl Context {

@@ -42,6 +42,7 @@ pub async fn reconcile(policy: Arc<ShiftPolicy>, ctx: Arc<Context>) -> Result<Ac
         Some(spec) => Some(run(&policy, &ctx, &mut state, spec, &name, &namespace).await),
         None => None,
     };
+    let status_written = state.status_written;
     drop(state);
     ctx.metrics
         .decision_duration_seconds
@@ -73,10 +74,15 @@ pub async fn reconcile(policy: Arc<ShiftPolicy>, ctx: Arc<Context>) -> Result<Ac
         admitted.invalid.as_deref(),
         &namespace,
         &key,
+        status_written,
     )
     .await?;
-    if !published {
-        return Ok(Action::requeue(interval_of(&policy.spec)));
+    match published {
+        Published::Deposed => return Ok(Action::requeue(interval_of(&policy.spec))),
+        Published::Written => {
+            ctx.state(&key).await.lock().await.status_written = Some(Instant::now());
+        }
+        Published::Unchanged => {}
     }
     let interval = admitted
         .spec
@@ -186,8 +192,17 @@ async fn run(
     cycle::run_cycle(&env, spec, &mut state.memory, super::unix_now()).await
 }
 
-/// Status, conditions and Events of the cycle (or of the refusal). False when leadership ran
-/// out before the status could be written: nothing was.
+/// What `publish` did with the status.
+enum Published {
+    Written,
+    /// Nothing new to say, or only new wording within `status::STATUS_REFRESH`.
+    Unchanged,
+    /// Leadership ran out before the status could be written: nothing was.
+    Deposed,
+}
+
+/// Status, conditions and Events of the cycle (or of the refusal). `written`: when this
+/// daemon last wrote the status.
 async fn publish(
     policy: &ShiftPolicy,
     ctx: &Context,
@@ -195,7 +210,8 @@ async fn publish(
     invalid: Option<&str>,
     namespace: &str,
     key: &str,
-) -> Result<bool, Error> {
+    written: Option<Instant>,
+) -> Result<Published, Error> {
     let name = policy.name_any();
     let generation = policy.metadata.generation;
     let previous = policy.status.as_ref();
@@ -211,12 +227,21 @@ async fn publish(
     let new_status = status::status(report, conditions, generation, previous);
     let api: Api<ShiftPolicy> = Api::namespaced(ctx.client.clone(), namespace);
     let patch = json!({"status": new_status});
-    if previous == Some(&new_status) {
-        // Nothing new to say.
+    // Every cycle's figures change the wording of the status; writing it every cycle was most
+    // of the daemon's API traffic at 500 policies. What a decision, a condition or a successor
+    // depends on is written at once, the wording at most every `STATUS_REFRESH`.
+    let wording_only = previous.is_some_and(|old| {
+        !status::materially_different(old, &new_status)
+            && written.is_some_and(|at| at.elapsed() < status::STATUS_REFRESH)
+    });
+    let mut outcome = Published::Unchanged;
+    if previous == Some(&new_status) || wording_only {
+        // Nothing new to say, or nothing that cannot wait.
     } else if !ctx.leadership.may_write(ctx.api_timeout) {
         // The status holds what a successor reads: a deposed leader must not overwrite it.
-        return Ok(false);
+        return Ok(Published::Deposed);
     } else {
+        outcome = Published::Written;
         let written = within(
             ctx.api_timeout,
             api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)),
@@ -256,7 +281,7 @@ async fn publish(
             tracing::warn!(policy = %key, %error, reason = %event.reason, "event not recorded");
         }
     }
-    Ok(true)
+    Ok(outcome)
 }
 
 /// An API request given up after `timeout`; its error in words either way.

@@ -195,6 +195,32 @@ pub fn conditions(
         .collect()
 }
 
+/// How long a status whose only news is its wording (a reason's demand figure, the next
+/// peak's forecast) may go unwritten. Anything else that changes is written at once.
+pub const STATUS_REFRESH: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Whether `new` tells something `old` does not, beyond what changes every cycle without a
+/// decision changing: each workload's reason text and the next peak's time and demand (its
+/// replicas are material).
+pub fn materially_different(old: &ShiftPolicyStatus, new: &ShiftPolicyStatus) -> bool {
+    let steady = |status: &ShiftPolicyStatus| {
+        let mut status = status.clone();
+        for workload in &mut status.workloads {
+            workload.reason = None;
+        }
+        if let Some(peak) = status.next_peak.as_mut() {
+            peak.at.clear();
+            peak.demand = 0.0;
+        }
+        for shortfall in &mut status.shortfalls {
+            shortfall.at.clear();
+            shortfall.unserved_demand = 0.0;
+        }
+        status
+    };
+    steady(old) != steady(new)
+}
+
 /// The whole status for a cycle; `previous` keeps what a cycle that did not plan cannot know.
 pub fn status(
     report: Option<&CycleReport>,
@@ -506,5 +532,38 @@ mod tests {
             status.last_decision.unwrap().summary,
             "scaled batch 8→2, payment 2→6"
         );
+    }
+
+    #[test]
+    fn only_wording_is_not_a_material_change() {
+        let old = ShiftPolicyStatus {
+            workloads: vec![WorkloadStatus {
+                name: "payment".into(),
+                class: "online".into(),
+                desired: 4,
+                current: 4,
+                reason: Some("forecast 310.2 (in 12m) needs 4".into()),
+                ..Default::default()
+            }],
+            next_peak: Some(PeakStatus {
+                workload: "payment".into(),
+                at: "2026-12-02T20:00:00Z".into(),
+                demand: 310.2,
+                replicas: 4,
+            }),
+            ..Default::default()
+        };
+        let mut reworded = old.clone();
+        reworded.workloads[0].reason = Some("forecast 311.9 (in 11m) needs 4".into());
+        let peak = reworded.next_peak.as_mut().unwrap();
+        peak.demand = 311.9;
+        peak.at = "2026-12-02T20:01:00Z".into();
+        assert!(!materially_different(&old, &reworded));
+        let mut decided = reworded.clone();
+        decided.workloads[0].desired = 5;
+        assert!(materially_different(&old, &decided));
+        let mut peak_needs_more = reworded;
+        peak_needs_more.next_peak.as_mut().unwrap().replicas = 5;
+        assert!(materially_different(&old, &peak_needs_more));
     }
 }

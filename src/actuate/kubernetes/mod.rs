@@ -45,12 +45,14 @@ use super::{
 use crate::plan::Resources;
 use crate::policy::WorkloadKind;
 
+mod cache;
 mod read;
 #[cfg(test)]
 mod tests;
 mod write;
 mod writers;
 
+pub use cache::WorkloadCache;
 use read::*;
 pub use write::spread;
 use writers::*;
@@ -84,6 +86,8 @@ pub struct KubeActuator {
     /// API server answering in 130 ms the whole daemon's cycles queued behind it.
     hpas: Mutex<HashMap<String, Arc<HpaList>>>,
     in_flight: tokio::sync::Semaphore,
+    /// Watched views of the workloads and HPAs that cycles read instead of the API server.
+    cache: Option<WorkloadCache>,
 }
 
 fn api_error(target: &Target, verb: &'static str, error: kube::Error) -> ActuateError {
@@ -117,7 +121,14 @@ impl KubeActuator {
             memory: Mutex::new(HashMap::new()),
             hpas: Mutex::new(HashMap::new()),
             in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+            cache: None,
         }
+    }
+
+    /// Read what cycles observe from these watched views (see `cache.rs`).
+    pub fn with_cache(mut self, cache: WorkloadCache) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// Runs one workload operation once fewer than `MAX_IN_FLIGHT` are in flight.

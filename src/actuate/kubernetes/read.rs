@@ -102,7 +102,7 @@ pub(super) fn larger_pod(a: Option<Resources>, b: Option<Resources>) -> Option<R
 }
 
 /// A Deployment or a StatefulSet: one object that holds all of the target's replicas.
-fn single(
+pub(super) fn single(
     target: &Target,
     meta: &ObjectMeta,
     replicas: Option<i32>,
@@ -118,6 +118,38 @@ fn single(
         selectors: vec![selector],
         objects: vec![object_read(meta, target.kind, replicas)],
     }
+}
+
+/// The Jobs of a target (a named Job, or those a selector matches): their replicas add up.
+pub(super) fn jobs_read(target: &Target, jobs: Vec<Job>) -> Read {
+    let mut read = Read {
+        replicas: 0,
+        ready: 0,
+        pod: None,
+        selectors: Vec::new(),
+        objects: Vec::new(),
+    };
+    for job in jobs {
+        let replicas = job_replicas(&job);
+        read.replicas += replicas;
+        read.ready += to_u32(job.status.as_ref().and_then(|s| s.ready), 0);
+        read.objects
+            .push(object_read(&job.metadata, target.kind, replicas));
+        if let Some(spec) = job.spec {
+            read.pod = larger_pod(read.pod, spec.template.spec.as_ref().and_then(pod_requests));
+            read.selectors.extend(spec.selector);
+        }
+    }
+    read
+}
+
+/// The conflict an HPA on the target makes.
+pub(super) fn autoscaler_reason(target: &Target, hpa: &HorizontalPodAutoscaler) -> String {
+    format!(
+        "HorizontalPodAutoscaler {}/{} scales {target}",
+        target.namespace,
+        hpa.metadata.name.as_deref().unwrap_or("?")
+    )
 }
 
 impl KubeActuator {
@@ -186,31 +218,7 @@ impl KubeActuator {
                     spec.selector,
                 ))
             }
-            WorkloadKind::Job => {
-                let jobs = self.jobs(target).await?;
-                let mut read = Read {
-                    replicas: 0,
-                    ready: 0,
-                    pod: None,
-                    selectors: Vec::new(),
-                    objects: Vec::new(),
-                };
-                for job in jobs {
-                    let replicas = job_replicas(&job);
-                    read.replicas += replicas;
-                    read.ready += to_u32(job.status.as_ref().and_then(|s| s.ready), 0);
-                    read.objects
-                        .push(object_read(&job.metadata, target.kind, replicas));
-                    if let Some(spec) = job.spec {
-                        read.pod = larger_pod(
-                            read.pod,
-                            spec.template.spec.as_ref().and_then(pod_requests),
-                        );
-                        read.selectors.extend(spec.selector);
-                    }
-                }
-                Ok(read)
-            }
+            WorkloadKind::Job => Ok(jobs_read(target, self.jobs(target).await?)),
         }
     }
 
@@ -268,28 +276,37 @@ impl KubeActuator {
                     hpa.spec.scale_target_ref.kind == kind
                         && &hpa.spec.scale_target_ref.name == name
                 })
-                .map(|hpa| {
-                    format!(
-                        "HorizontalPodAutoscaler {}/{} scales {target}",
-                        target.namespace,
-                        hpa.metadata.name.as_deref().unwrap_or("?")
-                    )
-                })
+                .map(|hpa| autoscaler_reason(target, hpa))
         }))
     }
 
+    /// The target and its conflict, if any. `live`: read from the API server (a write's
+    /// precondition); otherwise from the watched views where they can say. A foreign write a
+    /// view suggests is confirmed from the server first: a lagging watch still shows the
+    /// replicas from before tideshift's own last write.
     pub(super) async fn observe_read(
         &self,
         target: &Target,
+        live: bool,
     ) -> Result<(Read, Option<String>), ActuateError> {
-        let read = self.read(target).await?;
-        let autoscaler = self.autoscaler(target).await?;
+        let cached = match (&self.cache, live) {
+            (Some(cache), false) => cache.read(target),
+            _ => None,
+        };
+        let read = match cached {
+            Some(read) if !self.suggests_foreign_write(target, &read) => read,
+            _ => self.read(target).await?,
+        };
+        let autoscaler = match self.cache.as_ref().and_then(|c| c.autoscaler(target)) {
+            Some(autoscaler) => autoscaler,
+            None => self.autoscaler(target).await?,
+        };
         let conflict = self.judge(target, &read, autoscaler);
         Ok((read, conflict))
     }
 
     pub(super) async fn observe_target(&self, target: &Target) -> Result<Observed, ActuateError> {
-        let (read, conflict) = self.observe_read(target).await?;
+        let (read, conflict) = self.observe_read(target, false).await?;
         Ok(Observed {
             replicas: read.replicas,
             ready: read.ready,

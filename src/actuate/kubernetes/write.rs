@@ -148,7 +148,7 @@ impl KubeActuator {
         for _ in 0..WRITE_ATTEMPTS {
             // Read again right before writing: the value may have moved since the cycle
             // observed it, and the write is conditional on this read.
-            let (read, conflict) = self.observe_read(target).await?;
+            let (read, conflict) = self.observe_read(target, true).await?;
             if let Some(reason) = conflict {
                 return Ok(ScaleOutcome::Conflict(reason));
             }

@@ -33,6 +33,22 @@ pub(super) fn unix_seconds(at: SystemTime) -> i64 {
 }
 
 impl KubeActuator {
+    /// Whether `read` shows an object whose replicas differ from tideshift's baseline, last
+    /// written by someone else: what `judge` would call another writer (it changes nothing).
+    pub(super) fn suggests_foreign_write(&self, target: &Target, read: &Read) -> bool {
+        let memory = self.lock_memory();
+        let Some(entry) = memory.get(&target.to_string()) else {
+            return false;
+        };
+        read.objects.iter().any(|object| {
+            entry
+                .written
+                .get(&object.name)
+                .is_some_and(|&written| written != object.replicas)
+                && object.last_writer.as_deref() != Some(FIELD_MANAGER)
+        })
+    }
+
     /// Update what is known about the target's writers; returns the conflict, if any.
     pub(super) fn judge(
         &self,
