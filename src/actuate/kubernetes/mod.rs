@@ -224,7 +224,12 @@ impl Actuator for KubeActuator {
                 reason: c.reason.clone(),
             });
         Some(WriterMemory {
-            written: entry.written.clone(),
+            written: entry
+                .written
+                .iter()
+                .filter(|(name, _)| !entry.adopted.contains(*name))
+                .map(|(name, &replicas)| (name.clone(), replicas))
+                .collect(),
             other_writer,
         })
     }
@@ -239,7 +244,10 @@ impl Actuator for KubeActuator {
             return;
         }
         for (name, &replicas) in &entry.last_read {
-            entry.written.entry(name.clone()).or_insert(replicas);
+            if !entry.written.contains_key(name) {
+                entry.written.insert(name.clone(), replicas);
+                entry.adopted.insert(name.clone());
+            }
         }
     }
 
@@ -247,6 +255,7 @@ impl Actuator for KubeActuator {
         let mut memory = self.lock_memory();
         let entry = memory.entry(target.to_string()).or_default();
         entry.written = remembered.written;
+        entry.adopted.clear();
         entry.conflict = remembered.other_writer.map(|other| Conflict {
             since: SystemTime::UNIX_EPOCH + Duration::from_secs(other.since.max(0) as u64),
             kind: ConflictKind::ForeignWrite,

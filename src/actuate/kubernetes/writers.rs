@@ -25,6 +25,12 @@ pub(super) struct TargetMemory {
     pub(super) conflict: Option<Conflict>,
     /// Per object: the replicas of the last read (what `adopt` takes as the baseline).
     pub(super) last_read: BTreeMap<String, u32>,
+    /// Objects whose baseline was adopted (`adopt`) and not written or agreed with since. Kept
+    /// out of the status: a successor's baseline is only what tideshift wrote. A leader that
+    /// adopted 8 and then wrote 0 may die before its status says so, and a scale to 0 through
+    /// the `scale` subresource leaves no field manager owning `spec.replicas` (the Scale's
+    /// zero is omitted), so the successor could not tell that write from another writer's.
+    pub(super) adopted: BTreeSet<String>,
 }
 
 pub(super) fn unix_seconds(at: SystemTime) -> i64 {
@@ -74,6 +80,7 @@ impl KubeActuator {
                 reason: reason.clone(),
             });
             entry.written.clear();
+            entry.adopted.clear();
             return Some(reason);
         }
         // A replica count that is not what tideshift wrote, last written by someone else. One
@@ -94,6 +101,7 @@ impl KubeActuator {
             }
             if object.last_writer.as_deref() == Some(FIELD_MANAGER) {
                 entry.written.insert(object.name.clone(), object.replicas);
+                entry.adopted.remove(&object.name);
                 continue;
             }
             let what = match (&target.name, target.kind) {
@@ -118,6 +126,7 @@ impl KubeActuator {
             });
             // After the hold, the other writer's value is the new baseline.
             entry.written.clear();
+            entry.adopted.clear();
             return Some(reason);
         }
         match &entry.conflict {
@@ -142,10 +151,11 @@ impl KubeActuator {
 
     /// Remember that tideshift asked for (or agrees with) these replicas per object.
     pub(super) fn agree(&self, target: &Target, written: impl IntoIterator<Item = (String, u32)>) {
-        self.lock_memory()
-            .entry(target.to_string())
-            .or_default()
-            .written
-            .extend(written);
+        let mut memory = self.lock_memory();
+        let entry = memory.entry(target.to_string()).or_default();
+        for (name, replicas) in written {
+            entry.adopted.remove(&name);
+            entry.written.insert(name, replicas);
+        }
     }
 }
