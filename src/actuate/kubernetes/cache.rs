@@ -1,7 +1,12 @@
 //! Watch-backed views of what every cycle reads: the Deployments, StatefulSets, Jobs and HPAs of
-//! the watched namespaces (kube-runtime reflectors), trimmed to what the daemon uses (replicas,
-//! readiness, pod requests, selectors, the managers of the replica fields, an HPA's target), so
-//! that a cycle reads no object from the API server and the stores stay small.
+//! the watched namespaces, and the Nodes once a policy takes its capacity from a node selector
+//! (kube-runtime reflectors), trimmed to what the daemon uses (replicas, readiness, pod
+//! requests, selectors, the managers of the replica fields, an HPA's target, a Node's labels
+//! and allocatable), so that a cycle reads no object from the API server and the stores stay
+//! small.
+//!
+//! Pods are not watched: the daemon counts a target's pods only while it waits for a shrink to
+//! free capacity, a few cycles per shift, and a watch would hold every pod of the namespaces.
 //!
 //! A view is used only once its first list is in, and only for namespaces it watches; any other
 //! read goes to the API server as before. Writes always do: the write path reads the object
@@ -18,6 +23,9 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::*;
+
+/// Objects per page of a view's list (kube-runtime's default is 500).
+const LIST_PAGE: u32 = 100;
 
 /// The reflectors of one namespace, or of the whole cluster (`namespace: None`).
 struct Scope {
@@ -51,7 +59,9 @@ where
         let (store, writer) = reflector::store();
         let current = Arc::new(AtomicBool::new(false));
         let flag = current.clone();
-        let stream = watcher(api, watcher::Config::default())
+        // Lists come in pages of `LIST_PAGE`: a page is held whole, untrimmed, while it is read.
+        let config = watcher::Config::default().page_size(LIST_PAGE);
+        let stream = watcher(api, config)
             .default_backoff()
             .modify(trim)
             .reflect(writer);
@@ -84,6 +94,20 @@ where
         Self { store, current }
     }
 
+    /// A view that holds `objects` and is current, with the writer that changes it (a watch
+    /// that delivers when the test says so).
+    #[cfg(test)]
+    pub(super) fn fixed(objects: Vec<K>) -> (Self, reflector::store::Writer<K>) {
+        let (store, mut writer) = reflector::store();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for object in objects {
+            writer.apply_watcher_event(&watcher::Event::InitApply(object));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let current = Arc::new(AtomicBool::new(true));
+        (Self { store, current }, writer)
+    }
+
     fn ready(&self) -> Option<&Store<K>> {
         self.current.load(Ordering::Acquire).then_some(&self.store)
     }
@@ -92,6 +116,10 @@ where
 /// The watched workloads of the daemon's namespaces (or of all namespaces).
 pub struct WorkloadCache {
     scopes: Vec<Scope>,
+    client: kube::Client,
+    /// Started by the first policy that asks for node capacity: most policies never do, and
+    /// the chart grants Node reads only when asked (`rbac.readNodes`).
+    nodes: std::sync::OnceLock<View<Node>>,
 }
 
 impl WorkloadCache {
@@ -130,7 +158,59 @@ impl WorkloadCache {
                 }
             })
             .collect();
-        Self { scopes }
+        Self {
+            scopes,
+            client: client.clone(),
+            nodes: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// What the schedulable Nodes with these labels offer, as the view holds them; `None` while
+    /// it cannot say (the first call starts the watch).
+    pub(super) fn nodes_allocatable(
+        &self,
+        selector: &BTreeMap<String, String>,
+    ) -> Option<Resources> {
+        let view = self.nodes.get_or_init(|| {
+            View::start(
+                Api::all(self.client.clone()),
+                "Node",
+                "(cluster)".into(),
+                trim_node,
+            )
+        });
+        let store = view.ready()?;
+        let nodes = store.state();
+        Some(schedulable_allocatable(
+            nodes
+                .iter()
+                .filter(|node| selects(selector, node.metadata.labels.as_ref()))
+                .map(|node| node.as_ref()),
+        ))
+    }
+
+    /// Views of one namespace that hold these Deployments and no other object, and are
+    /// current; the writer changes the Deployments' view.
+    #[cfg(test)]
+    pub(super) fn fixed(
+        client: kube::Client,
+        namespace: &str,
+        deployments: Vec<Deployment>,
+    ) -> (Self, reflector::store::Writer<Deployment>) {
+        let (deployments, writer) = View::fixed(deployments);
+        let scope = Scope {
+            namespace: Some(namespace.to_string()),
+            deployments,
+            statefulsets: View::fixed(Vec::new()).0,
+            jobs: View::fixed(Vec::new()).0,
+            hpas: View::fixed(Vec::new()).0,
+        };
+        let cache = Self {
+            scopes: vec![scope],
+            client,
+            nodes: std::sync::OnceLock::new(),
+        };
+        (cache, writer)
     }
 
     fn scope(&self, namespace: &str) -> Option<&Scope> {
@@ -144,32 +224,26 @@ impl WorkloadCache {
     pub(super) fn read(&self, target: &Target) -> Option<Read> {
         let scope = self.scope(&target.namespace)?;
         match target.kind {
-            WorkloadKind::Deployment => {
-                let reference = ObjectRef::new(target.name.as_deref()?).within(&target.namespace);
-                let object = scope.deployments.ready()?.get(&reference)?;
-                let spec = &object.spec;
-                Some(single(
-                    target,
-                    &object.metadata,
-                    spec.replicas,
-                    object.status.as_ref().and_then(|s| s.ready_replicas),
-                    spec.template.clone(),
-                    spec.selector.clone(),
-                ))
-            }
-            WorkloadKind::StatefulSet => {
-                let reference = ObjectRef::new(target.name.as_deref()?).within(&target.namespace);
-                let object = scope.statefulsets.ready()?.get(&reference)?;
-                let spec = &object.spec;
-                Some(single(
-                    target,
-                    &object.metadata,
-                    spec.replicas,
-                    object.status.as_ref().and_then(|s| s.ready_replicas),
-                    spec.template.clone(),
-                    spec.selector.clone(),
-                ))
-            }
+            WorkloadKind::Deployment => view_single(&scope.deployments, target, |d| {
+                let ready = d.status.as_ref().and_then(|s| s.ready_replicas);
+                (
+                    &d.metadata,
+                    d.spec.replicas,
+                    ready,
+                    &d.spec.template,
+                    &d.spec.selector,
+                )
+            }),
+            WorkloadKind::StatefulSet => view_single(&scope.statefulsets, target, |s| {
+                let ready = s.status.as_ref().and_then(|s| s.ready_replicas);
+                (
+                    &s.metadata,
+                    s.spec.replicas,
+                    ready,
+                    &s.spec.template,
+                    &s.spec.selector,
+                )
+            }),
             WorkloadKind::Job => {
                 let store = scope.jobs.ready()?;
                 let jobs: Vec<Job> = match (&target.name, &target.selector) {
@@ -217,6 +291,43 @@ impl WorkloadCache {
                 .map(|hpa| autoscaler_reason(target, &hpa)),
         )
     }
+}
+
+/// The parts of a Deployment or StatefulSet that `single` reads.
+type SingleParts<'a> = (
+    &'a ObjectMeta,
+    Option<i32>,
+    Option<i32>,
+    &'a PodTemplateSpec,
+    &'a LabelSelector,
+);
+
+/// A Deployment or StatefulSet target as its view holds it.
+fn view_single<K>(
+    view: &View<K>,
+    target: &Target,
+    parts: impl Fn(&K) -> SingleParts<'_>,
+) -> Option<Read>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let reference = ObjectRef::new(target.name.as_deref()?).within(&target.namespace);
+    let object = view.ready()?.get(&reference)?;
+    let (meta, replicas, ready, template, selector) = parts(&object);
+    Some(single(
+        target,
+        meta,
+        replicas,
+        ready,
+        template.clone(),
+        selector.clone(),
+    ))
 }
 
 fn api<K>(client: &kube::Client, namespace: &Option<String>) -> Api<K>
@@ -346,6 +457,29 @@ fn trim_job(j: &mut Job) {
         });
 }
 
+fn trim_node(n: &mut Node) {
+    // Labels stay: a policy selects its Nodes by them.
+    n.metadata.annotations = None;
+    n.metadata.managed_fields = None;
+    n.spec = n
+        .spec
+        .take()
+        .map(|spec| k8s_openapi::api::core::v1::NodeSpec {
+            unschedulable: spec.unschedulable,
+            ..Default::default()
+        });
+    n.status = n
+        .status
+        .take()
+        .map(|status| k8s_openapi::api::core::v1::NodeStatus {
+            allocatable: status.allocatable.map(|mut allocatable| {
+                allocatable.retain(|resource, _| resource == "cpu" || resource == "memory");
+                allocatable
+            }),
+            ..Default::default()
+        });
+}
+
 fn trim_hpa(h: &mut HorizontalPodAutoscaler) {
     h.metadata.annotations = None;
     h.metadata.labels = None;
@@ -424,6 +558,41 @@ mod tests {
         assert!(size_after < size_before, "{size_after} >= {size_before}");
         let container = &deployment.spec.template.spec.as_ref().unwrap().containers[0];
         assert!(container.env.is_none() && container.image.is_none());
+    }
+
+    #[test]
+    fn a_trimmed_node_still_offers_its_allocatable_to_the_policies_that_select_it() {
+        let node = |name: &str, pool: &str, unschedulable: bool| -> Node {
+            let mut node: Node = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "labels": {"pool": pool},
+                             "annotations": {"node.alpha.kubernetes.io/ttl": "0"}},
+                "spec": {"unschedulable": unschedulable, "podCIDR": "10.0.0.0/24"},
+                "status": {
+                    "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+                    "images": [{"names": ["registry.invalid/x:1"], "sizeBytes": 1}]
+                }
+            }))
+            .expect("node");
+            trim_node(&mut node);
+            node
+        };
+        let nodes = [
+            node("a", "batch", false),
+            node("b", "batch", false),
+            node("c", "batch", true),
+            node("d", "web", false),
+        ];
+        let selector = BTreeMap::from([("pool".to_string(), "batch".to_string())]);
+        let total = schedulable_allocatable(
+            nodes
+                .iter()
+                .filter(|n| selects(&selector, n.metadata.labels.as_ref())),
+        );
+        assert_eq!(total.cpu, 8.0);
+        assert_eq!(total.memory, 16.0 * 1024.0 * 1024.0 * 1024.0);
+        let status = nodes[0].status.as_ref().expect("status");
+        assert!(status.images.is_none());
+        assert_eq!(status.allocatable.as_ref().map(|a| a.len()), Some(2));
     }
 
     #[test]

@@ -152,6 +152,38 @@ pub(super) fn autoscaler_reason(target: &Target, hpa: &HorizontalPodAutoscaler) 
     )
 }
 
+/// What the schedulable ones of `nodes` offer: the sum of their allocatable CPU and memory.
+pub(super) fn schedulable_allocatable<'a>(nodes: impl Iterator<Item = &'a Node>) -> Resources {
+    use crate::policy::units::parse_quantity;
+    let mut total = Resources::default();
+    for node in nodes {
+        let unschedulable = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false);
+        if unschedulable {
+            continue;
+        }
+        let Some(allocatable) = node.status.as_ref().and_then(|s| s.allocatable.as_ref()) else {
+            continue;
+        };
+        if let Some(cpu) = allocatable
+            .get("cpu")
+            .and_then(|q| parse_quantity(&q.0).ok())
+        {
+            total.cpu += cpu;
+        }
+        if let Some(memory) = allocatable
+            .get("memory")
+            .and_then(|q| parse_quantity(&q.0).ok())
+        {
+            total.memory += memory;
+        }
+    }
+    total
+}
+
 impl KubeActuator {
     pub(super) async fn jobs(&self, target: &Target) -> Result<Vec<Job>, ActuateError> {
         let api: Api<Job> = Api::namespaced(self.client.clone(), &target.namespace);
@@ -281,9 +313,9 @@ impl KubeActuator {
     }
 
     /// The target and its conflict, if any. `live`: read from the API server (a write's
-    /// precondition); otherwise from the watched views where they can say. A foreign write a
-    /// view suggests is confirmed from the server first: a lagging watch still shows the
-    /// replicas from before tideshift's own last write.
+    /// precondition); otherwise from the watched views where they can say. A view that
+    /// disagrees with tideshift's baseline is checked against the server: a lagging watch still
+    /// shows the replicas from before tideshift's own last write.
     pub(super) async fn observe_read(
         &self,
         target: &Target,
@@ -294,7 +326,7 @@ impl KubeActuator {
             _ => None,
         };
         let read = match cached {
-            Some(read) if !self.suggests_foreign_write(target, &read) => read,
+            Some(read) if !self.disagrees_with_baseline(target, &read) => read,
             _ => self.read(target).await?,
         };
         let autoscaler = match self.cache.as_ref().and_then(|c| c.autoscaler(target)) {
@@ -319,7 +351,13 @@ impl KubeActuator {
         &self,
         selector: &BTreeMap<String, String>,
     ) -> Result<Resources, ActuateError> {
-        use crate::policy::units::parse_quantity;
+        if let Some(total) = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.nodes_allocatable(selector))
+        {
+            return Ok(total);
+        }
         let what = format!("Nodes [{}]", selector_text(selector));
         let labels: Selector = selector.clone().into_iter().collect();
         let api: Api<Node> = Api::all(self.client.clone());
@@ -335,40 +373,17 @@ impl KubeActuator {
                 verb: "list",
                 cause: e.to_string(),
             })?;
-        let mut total = Resources::default();
-        for node in &nodes.items {
-            let unschedulable = node
-                .spec
-                .as_ref()
-                .and_then(|s| s.unschedulable)
-                .unwrap_or(false);
-            if unschedulable {
-                continue;
-            }
-            let Some(allocatable) = node.status.as_ref().and_then(|s| s.allocatable.as_ref())
-            else {
-                continue;
-            };
-            if let Some(cpu) = allocatable
-                .get("cpu")
-                .and_then(|q| parse_quantity(&q.0).ok())
-            {
-                total.cpu += cpu;
-            }
-            if let Some(memory) = allocatable
-                .get("memory")
-                .and_then(|q| parse_quantity(&q.0).ok())
-            {
-                total.memory += memory;
-            }
-        }
-        Ok(total)
+        Ok(schedulable_allocatable(nodes.items.iter()))
     }
 
     /// Pods holding capacity over every object of the target (each Job of a selector has its
     /// own pods), each pod counted once.
     pub(super) async fn count_pods(&self, target: &Target) -> Result<u32, ActuateError> {
-        let read = self.read(target).await?;
+        // The pod selectors: from the view when it can say (they do not change with a scale).
+        let read = match self.cache.as_ref().and_then(|cache| cache.read(target)) {
+            Some(read) => read,
+            None => self.read(target).await?,
+        };
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
         let mut seen = BTreeSet::new();
         let mut listed = BTreeSet::new();

@@ -661,3 +661,75 @@ fn replicas_spread_over_jobs_in_order() {
     assert_eq!(spread(0, 2), vec![0, 0]);
     assert!(spread(4, 0).is_empty());
 }
+
+/// An actuator whose cycles read `payment` from a watched view holding `replicas` (written
+/// last by `manager`), and the writer that moves the view on.
+fn with_view(
+    replicas: i32,
+    manager: Option<&str>,
+) -> (
+    Arc<KubeActuator>,
+    Handle,
+    kube::runtime::reflector::store::Writer<Deployment>,
+) {
+    let (client, handle) = mock();
+    let seen: Deployment =
+        serde_json::from_value(deployment_at(replicas, "5", manager)).expect("deployment");
+    let (cache, writer) = WorkloadCache::fixed(client.clone(), "shop", vec![seen]);
+    let actuator = KubeActuator::new(client, Duration::from_secs(60), Duration::from_secs(5))
+        .with_cache(cache);
+    (Arc::new(actuator), handle, writer)
+}
+
+/// As if tideshift had written `replicas` to `payment`.
+fn remember_written(actuator: &KubeActuator, replicas: u32) {
+    actuator
+        .lock_memory()
+        .entry(target().to_string())
+        .or_default()
+        .written
+        .insert("payment".into(), replicas);
+}
+
+#[tokio::test]
+async fn a_cycle_reads_a_current_view_and_asks_the_api_server_nothing() {
+    let (actuator, mut handle, _writer) = with_view(4, Some(FIELD_MANAGER));
+    let observed = tokio::time::timeout(Duration::from_secs(5), actuator.observe(&target()))
+        .await
+        .expect("answered from the view, without a request")
+        .expect("observed");
+    assert_eq!((observed.replicas, observed.conflict), (4, None));
+    drop(actuator);
+    assert!(handle.next_request().await.is_none(), "no request sent");
+}
+
+#[tokio::test]
+async fn a_view_behind_tideshifts_own_write_is_checked_against_the_api_server() {
+    // tideshift wrote 2; the watch has not delivered it yet, so the view still shows the 4
+    // tideshift wrote before. Taken at its word, the view would make 4 the baseline again and
+    // count capacity that is already free.
+    let (actuator, mut handle, _writer) = with_view(4, Some(FIELD_MANAGER));
+    remember_written(&actuator, 2);
+    let task = spawn_observe(&actuator, target());
+    let (request, send) = next(&mut handle).await;
+    assert_path_contains(&request, "/deployments/payment");
+    respond(send, deployment_at(2, "6", Some(FIELD_MANAGER)));
+    let observed = task.await.expect("task").expect("observed");
+    assert_eq!((observed.replicas, observed.conflict), (2, None));
+}
+
+#[tokio::test]
+async fn a_hand_scale_the_view_shows_is_confirmed_by_the_api_server_before_it_is_a_conflict() {
+    let (actuator, mut handle, _writer) = with_view(7, Some("kubectl"));
+    remember_written(&actuator, 2);
+    let task = spawn_observe(&actuator, target());
+    let (_, send) = next(&mut handle).await;
+    respond(send, deployment_at(7, "6", Some("kubectl")));
+    let observed = task.await.expect("task").expect("observed");
+    assert_eq!(observed.replicas, 7);
+    let conflict = observed.conflict.expect("a conflict");
+    assert!(
+        conflict.contains("by another writer (kubectl)"),
+        "{conflict}"
+    );
+}

@@ -39,9 +39,12 @@ pub(super) fn unix_seconds(at: SystemTime) -> i64 {
 }
 
 impl KubeActuator {
-    /// Whether `read` shows an object whose replicas differ from tideshift's baseline, last
-    /// written by someone else: what `judge` would call another writer (it changes nothing).
-    pub(super) fn suggests_foreign_write(&self, target: &Target, read: &Read) -> bool {
+    /// Whether a watched view's `read` disagrees with tideshift's baseline: an object whose
+    /// replicas differ from what tideshift wrote, agreed with or adopted. Either someone else
+    /// wrote it, or the view lags behind tideshift's own last write (it would show the value
+    /// from before, and `judge` would take an older write of tideshift's for the baseline);
+    /// only the server can tell which. It changes nothing.
+    pub(super) fn disagrees_with_baseline(&self, target: &Target, read: &Read) -> bool {
         let memory = self.lock_memory();
         let Some(entry) = memory.get(&target.to_string()) else {
             return false;
@@ -51,7 +54,6 @@ impl KubeActuator {
                 .written
                 .get(&object.name)
                 .is_some_and(|&written| written != object.replicas)
-                && object.last_writer.as_deref() != Some(FIELD_MANAGER)
         })
     }
 

@@ -109,6 +109,9 @@ pub(super) async fn apply(env: &Environment<'_>, plan: &Plan, report: &mut Cycle
 /// True when every shrunk target's pods are down to its new count within the wait.
 async fn wait_for_pods(env: &Environment<'_>, shrunk: &[(Target, u32)]) -> bool {
     let deadline = Instant::now() + env.shrink_wait;
+    // Pods usually go within a second: look again soon, then less often (a pod list per
+    // target each time), at most a second apart.
+    let mut pause = Duration::from_millis(200);
     loop {
         let mut all_gone = true;
         for (target, replicas) in shrunk {
@@ -127,6 +130,7 @@ async fn wait_for_pods(env: &Environment<'_>, shrunk: &[(Target, u32)]) -> bool 
         if Instant::now() >= deadline {
             return false;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
