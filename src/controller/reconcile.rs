@@ -235,6 +235,11 @@ async fn publish(
             && written.is_some_and(|at| at.elapsed() < status::STATUS_REFRESH)
     });
     let mut outcome = Published::Unchanged;
+    // Taken before the fence is asked: the wait for it may outlast the leadership.
+    let permit = match previous == Some(&new_status) || wording_only {
+        true => None,
+        false => ctx.status_writes.acquire().await.ok(),
+    };
     if previous == Some(&new_status) || wording_only {
         // Nothing new to say, or nothing that cannot wait.
     } else if !ctx.leadership.may_write(ctx.api_timeout) {
@@ -265,10 +270,12 @@ async fn publish(
                 .and_then(|p| p.last_decision.as_ref())
                 .is_some_and(|d| d.dry_run && d.summary == r.summary())
     });
+    drop(permit);
     for event in status::events(report, &judgements, &previous_conditions) {
         if repeated_dry_run && event.reason == "DryRunShift" {
             continue;
         }
+        let _permit = ctx.status_writes.acquire().await;
         if !ctx.leadership.may_write(ctx.api_timeout) {
             break;
         }

@@ -103,6 +103,13 @@ pub fn judge(report: Option<&CycleReport>, invalid: Option<&str>) -> Vec<Judgeme
                     "holding the last plan, never scaling these down: {}",
                     list(&report.missing_metrics)
                 );
+            } else if !report.warming_up.is_empty() {
+                degraded.status = true;
+                degraded.reason = FORECAST_WARMING_UP.into();
+                degraded.message = format!(
+                    "holding, never scaling these down, until their first forecast is fitted: {}",
+                    list(&report.warming_up)
+                );
             } else if report.shrink_wait_timed_out {
                 degraded.status = true;
                 degraded.reason = "ShrinkSlow".into();
@@ -343,6 +350,9 @@ fn event(type_: EventType, reason: &str, action: &str, note: String) -> Event {
     }
 }
 
+/// Degraded's reason while first forecasts wait for a fit.
+const FORECAST_WARMING_UP: &str = "ForecastWarmingUp";
+
 /// Events for this cycle: every applied shift, and each condition that changed.
 pub fn events(
     report: Option<&CycleReport>,
@@ -380,6 +390,17 @@ pub fn events(
         } else {
             j.status
         };
+        // First forecasts queued after a start are expected, not news: no Event into the
+        // warm-up or out of it (a daemon restarting with 2,000 policies would post 4,000).
+        let warming_up = |reason: &str| reason == FORECAST_WARMING_UP;
+        if (bad && warming_up(&j.reason))
+            || (!bad
+                && before
+                    .as_ref()
+                    .is_some_and(|(_, reason)| warming_up(reason)))
+        {
+            continue;
+        }
         let (type_, reason) = if bad {
             (EventType::Warning, j.reason.clone())
         } else {
@@ -448,6 +469,37 @@ mod tests {
             "unchanged status keeps its transition time"
         );
         assert_eq!(again[0].observed_generation, Some(3));
+    }
+
+    #[test]
+    fn a_forecast_warming_up_is_degraded_without_events() {
+        let warming = CycleReport {
+            warming_up: vec![("payment".into(), "no forecast yet".into())],
+            applied: vec![],
+            ..report()
+        };
+        let judged = judge(Some(&warming), None);
+        let degraded = judged.iter().find(|j| j.type_ == DEGRADED).unwrap();
+        assert!(degraded.status);
+        assert_eq!(degraded.reason, FORECAST_WARMING_UP);
+        assert!(degraded.message.contains("payment: no forecast yet"));
+        assert!(events(Some(&warming), &judged, &[]).is_empty());
+        let warm = CycleReport {
+            applied: vec![],
+            ..report()
+        };
+        let was_warming = conditions(&judged, &[], None);
+        assert!(events(Some(&warm), &judge(Some(&warm), None), &was_warming).is_empty());
+        // Demand lost while warming up is news.
+        let lost = CycleReport {
+            missing_metrics: vec![("payment".into(), "query failed".into())],
+            ..warming
+        };
+        let reasons: Vec<String> = events(Some(&lost), &judge(Some(&lost), None), &was_warming)
+            .into_iter()
+            .map(|e| e.reason)
+            .collect();
+        assert_eq!(reasons, ["MetricsUnavailable"]);
     }
 
     #[test]

@@ -30,6 +30,13 @@ static FIT_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> =
 static REFIT_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> =
     std::sync::LazyLock::new(|| tokio::sync::Semaphore::new(2 * cores()));
 
+/// How long a cycle waits for a refit slot before it goes on without the fit: with the model it
+/// has, or, before the first, holding the workload as for missing demand. A daemon that starts
+/// with thousands of online workloads queues their first fits (CPU-bound, minutes in all on two
+/// cores); meanwhile every policy still gets its cycles and its status, and tries again at its
+/// next cycle.
+const REFIT_SLOT_WAIT: Duration = Duration::from_secs(10);
+
 /// Every online workload as the planner sees it: demand, forecast, replicas, pod size.
 pub(super) async fn online_states(
     env: &Environment<'_>,
@@ -46,6 +53,9 @@ pub(super) async fn online_states(
             report
                 .missing_metrics
                 .push((workload.name.clone(), why.clone()));
+        }
+        if let Some(why) = &read.warming_up {
+            report.warming_up.push((workload.name.clone(), why.clone()));
         }
         let seen = seen.get(&workload.name);
         let pod = pod_resources(workload.resources.as_ref(), seen);
@@ -80,9 +90,11 @@ fn recent_start(model: &dyn FittedModel, horizon: usize, now: i64, step: i64) ->
     now - points as i64 * step
 }
 
-fn fingerprint(spec: &ShiftPolicySpec, query: &str) -> String {
+/// What a workload's fit depended on: a change refits at once. The quantile too, because the
+/// model keeps its band at that quantile only (`ForecastSpec::band_quantile`).
+fn fingerprint(spec: &ShiftPolicySpec, query: &str, quantile: f64) -> String {
     format!(
-        "{query}|{}|{}|{}|{:?}|{:?}",
+        "{query}|{}|{}|{}|{:?}|{:?}|{quantile}",
         spec.forecast.step,
         spec.forecast.history,
         spec.forecast.horizon,
@@ -95,6 +107,8 @@ struct OnlineRead {
     forecast: Option<Forecast>,
     observed_demand: Option<f64>,
     missing: Option<String>,
+    /// Why there is no forecast yet, when only the first fit is missing (it is queued).
+    warming_up: Option<String>,
     accuracy: Option<RecentAccuracy>,
 }
 
@@ -113,31 +127,42 @@ async fn read_online(
     let metric_labels = labels(env, &workload.name, "online");
 
     let horizon = steps(spec.forecast.horizon.0, step).max(1);
-    let print = fingerprint(spec, query);
+    let print = fingerprint(spec, query, workload.quantile);
     let schedule = RefitSchedule::new(spec.forecast.retrain.0, step);
-    let fitted = memory
+    let current = memory
         .models
         .get(&workload.name)
-        .filter(|entry| entry.fingerprint == print && !schedule.due(Some(entry.fitted_at), now));
-    let needs_fit = fitted.is_none();
+        .filter(|entry| entry.fingerprint == print);
+    let due = current.is_none_or(|entry| schedule.due(Some(entry.fitted_at), now));
+    let refit_slot = match due {
+        true => tokio::time::timeout(REFIT_SLOT_WAIT, REFIT_SLOTS.acquire())
+            .await
+            .ok()
+            .and_then(Result::ok),
+        false => None,
+    };
+    let needs_fit = refit_slot.is_some();
     // A refit reads the whole history; between refits only what the model predicts from (and
     // the forecast error's window) is read and cached, so the daemon's memory grows with that,
     // not with `forecast.history` (14 days at 1m are 20,160 points per online workload).
-    let window_start = fitted
+    let window_start = current
+        .filter(|_| !needs_fit)
         .map(|entry| recent_start(entry.model.as_ref(), horizon, now, step).max(history_start));
-    let _refit_slot = match window_start {
-        Some(_) => None,
-        None => REFIT_SLOTS.acquire().await.ok(),
+    let warming_up = !needs_fit && window_start.is_none();
+    let history = match warming_up {
+        // No model yet and no slot to fit one: nothing to read a history for.
+        true => None,
+        false => Some(
+            env.source
+                .range(query, window_start.unwrap_or(history_start), now, step)
+                .await,
+        ),
     };
-    let history = env
-        .source
-        .range(query, window_start.unwrap_or(history_start), now, step)
-        .await;
     let latest = env.source.latest(query).await;
     let mut missing = None;
     let history = match history {
-        Ok(series) => Some(series),
-        Err(e) => {
+        Some(Ok(series)) => Some(series),
+        Some(Err(e)) => {
             env.metrics
                 .prometheus_errors_total
                 .with_label_values(&[e.reason()])
@@ -145,6 +170,7 @@ async fn read_online(
             missing = Some(e.to_string());
             None
         }
+        None => None,
     };
     let observed_demand = match latest {
         Ok(sample) => sample.map(|s| s.value),
@@ -178,6 +204,19 @@ async fn read_online(
             forecast: None,
             observed_demand,
             missing,
+            warming_up: None,
+            accuracy: None,
+        };
+    }
+    if warming_up {
+        return OnlineRead {
+            forecast: None,
+            observed_demand,
+            missing: None,
+            warming_up: Some(format!(
+                "no forecast yet: its first fit waits for one of the {} fit slots",
+                2 * cores()
+            )),
             accuracy: None,
         };
     }
@@ -186,6 +225,7 @@ async fn read_online(
             forecast: None,
             observed_demand,
             missing,
+            warming_up: None,
             accuracy: None,
         };
     };
@@ -214,6 +254,7 @@ async fn read_online(
                 .collect(),
             events,
             horizon,
+            band_quantile: Some(workload.quantile),
         };
         let forecaster = env.forecaster.clone();
         let training = history.clone();
@@ -257,6 +298,7 @@ async fn read_online(
             missing: Some(format!(
                 "no forecast model for {query:?} (too little or unusable history)"
             )),
+            warming_up: None,
             accuracy: None,
         };
     };
@@ -267,6 +309,7 @@ async fn read_online(
                 forecast: None,
                 observed_demand,
                 missing: Some(format!("forecast failed: {e}")),
+                warming_up: None,
                 accuracy: None,
             };
         }
@@ -292,6 +335,7 @@ async fn read_online(
         forecast: Some(forecast),
         observed_demand,
         missing: None,
+        warming_up: None,
         accuracy: Some(accuracy),
     }
 }

@@ -93,6 +93,8 @@ pub struct CycleReport {
     pub workloads: Vec<WorkloadReport>,
     /// (workload, why): demand unreadable, the plan held it.
     pub missing_metrics: Vec<(String, String)>,
+    /// Online workloads held because their first forecast is still queued for a fit.
+    pub warming_up: Vec<(String, String)>,
     /// (workload, why): the forecaster fell back or could not fit.
     pub forecast_notes: Vec<(String, String)>,
     /// (workload, why): its forecast was not planned on; sized on observed demand instead.
