@@ -25,6 +25,8 @@ fn one_workload(c: &mut Criterion) {
         seasons: vec![1440, 10_080],
         events: vec![],
         horizon: 60,
+        // As the daemon fits: the band kept at the policy's quantile only.
+        band_quantile: Some(0.95),
     };
     let forecaster = default_forecaster();
     c.bench_function("fit+predict 14d of 1-minute history, horizon 60", |b| {

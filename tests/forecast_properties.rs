@@ -147,7 +147,7 @@ proptest! {
         if weekly {
             seasons.push(7 * period);
         }
-        let spec = ForecastSpec { seasons, events: vec![], horizon };
+        let spec = ForecastSpec { seasons, events: vec![], horizon, band_quantile: None };
         let seen = highest(&values);
         for forecaster in [
             Box::new(RegressionForecaster::default()) as Box<dyn Forecaster>,
@@ -161,6 +161,15 @@ proptest! {
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 check(&forecast, asked, seen)?;
             }
+        }
+        // As the daemon fits: the band kept at its one quantile. Its forecasts are the same.
+        let kept_spec = ForecastSpec { band_quantile: Some(0.95), ..spec.clone() };
+        let full = RegressionForecaster::default().fit(&history, &spec).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let kept = RegressionForecaster::default().fit(&history, &kept_spec).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        for asked in [horizon, horizon + extra] {
+            let full = full.predict(&history, asked, 0.95).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let kept = kept.predict(&history, asked, 0.95).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(kept, full);
         }
     }
 }
@@ -189,6 +198,7 @@ fn a_huge_last_point_after_idle_does_not_run_away() {
         seasons: vec![12],
         events: vec![],
         horizon: 20,
+        band_quantile: None,
     };
     let forecast = RegressionForecaster::default()
         .fit(&history, &spec)

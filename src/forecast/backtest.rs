@@ -300,6 +300,7 @@ fn m4_spec() -> ForecastSpec {
         seasons: vec![M4_PERIOD, 7 * M4_PERIOD],
         events: vec![],
         horizon: M4_HORIZON,
+        band_quantile: None,
     }
 }
 
@@ -608,6 +609,7 @@ pub fn trace_backtest_with(
             seasons: trace_seasons(season, start),
             events: vec![],
             horizon,
+            band_quantile: None,
         };
         let began = Instant::now();
         let forecast = forecaster

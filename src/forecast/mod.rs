@@ -15,6 +15,11 @@ pub struct ForecastSpec {
     pub events: Vec<EventWindow>,
     /// Largest horizon (in steps) that will be asked of the fitted model.
     pub horizon: usize,
+    /// The one band quantile that will be asked of the fitted model, if known: it may then keep
+    /// its band at that quantile only (and `1 - q`), not the whole error distribution, and
+    /// answers no other. The daemon knows it (a policy's `quantile`; a change refits); the
+    /// simulator and the backtest ask for several.
+    pub band_quantile: Option<f64>,
 }
 
 /// A forecast of `point.len()` steps starting at `start`, with a band at a quantile.

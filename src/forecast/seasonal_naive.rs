@@ -208,6 +208,7 @@ mod tests {
             seasons,
             events: vec![],
             horizon,
+            band_quantile: None,
         }
     }
 

@@ -256,14 +256,21 @@ impl RegressionForecaster {
                     match validation::judge(
                         &samples, forecasts, block_of, rows, p, &layout, &judging,
                     ) {
-                        Some(verdict) => Box::new(RegressionModel {
-                            band_scale: self.config.band_scale,
-                            shared: shared.clone(),
-                            offset: p.offset,
-                            history_max: highest(&s.values),
-                            verdict,
-                            fallback,
-                        }),
+                        Some(mut verdict) => {
+                            if let Some(quantile) = spec.band_quantile {
+                                for step in &mut verdict.residuals {
+                                    step.keep_band(quantile);
+                                }
+                            }
+                            Box::new(RegressionModel {
+                                band_scale: self.config.band_scale,
+                                shared: shared.clone(),
+                                offset: p.offset,
+                                history_max: highest(&s.values),
+                                verdict,
+                                fallback,
+                            })
+                        }
                         None => match SeasonalNaiveModel::fit(
                             s,
                             spec,
@@ -592,12 +599,15 @@ impl FittedModel for RegressionModel {
                     (Chosen::Naive, _) => p.z[t] - level,
                     _ => seasonal,
                 };
-            let errors = self.verdict.residuals.get(h);
-            let lo_q = scale
-                * errors
-                    .and_then(|r| r.quantile(1.0 - quantile))
-                    .unwrap_or(0.0);
-            let hi_q = scale * errors.and_then(|r| r.quantile(quantile)).unwrap_or(0.0);
+            let (lo_q, hi_q) = match self.verdict.residuals.get(h) {
+                Some(errors) => errors.band(quantile).ok_or_else(|| {
+                    ForecastError::InvalidRequest(format!(
+                        "the model keeps its band at another quantile than {quantile}; refit it"
+                    ))
+                })?,
+                None => (0.0, 0.0),
+            };
+            let (lo_q, hi_q) = (scale * lo_q, scale * hi_q);
             let pt = back(zc);
             point.push(pt);
             lower.push(back(zc + lo_q).min(pt));
@@ -662,6 +672,7 @@ mod tests {
             seasons: vec![DAY, 7 * DAY],
             events,
             horizon,
+            band_quantile: None,
         }
     }
 
@@ -690,6 +701,7 @@ mod tests {
                 seasons,
                 events: vec![],
                 horizon: 24,
+                band_quantile: None,
             };
             let model = RegressionForecaster::default()
                 .fit(&history, &spec)
@@ -757,6 +769,34 @@ mod tests {
             }
         }
         inside as f64 / total as f64
+    }
+
+    #[test]
+    fn a_band_kept_at_one_quantile_forecasts_the_same_and_refuses_another() {
+        let all = demand(15 * DAY, 11, 0.08);
+        let hist = Series::new(0, STEP, all[..14 * DAY].to_vec());
+        let full = RegressionForecaster::default()
+            .fit(&hist, &spec(24, vec![]))
+            .unwrap();
+        let kept = RegressionForecaster::default()
+            .fit(
+                &hist,
+                &ForecastSpec {
+                    band_quantile: Some(0.9),
+                    ..spec(24, vec![])
+                },
+            )
+            .unwrap();
+        assert!(kept.predict(&hist, 24, 0.9).unwrap().method.is_checked());
+        assert_eq!(
+            kept.predict(&hist, 24, 0.9).unwrap(),
+            full.predict(&hist, 24, 0.9).unwrap()
+        );
+        let other = kept.predict(&hist, 24, 0.95);
+        assert!(
+            matches!(other, Err(ForecastError::InvalidRequest(ref m)) if m.contains("another quantile")),
+            "{other:?}"
+        );
     }
 
     #[test]
@@ -907,6 +947,7 @@ mod tests {
             seasons: vec![24, 168],
             events: vec![],
             horizon: 48,
+            band_quantile: None,
         };
         let models =
             RegressionForecaster::default().fit_many(&[a.clone(), b.clone(), short.clone()], &spec);

@@ -149,11 +149,52 @@ pub(super) enum Chosen {
 pub(super) struct Verdict {
     pub chosen: Chosen,
     /// Errors (in model space) of the chosen method per horizon step.
-    pub residuals: Vec<OrderStatistics>,
+    pub residuals: Vec<StepErrors>,
     /// Mean absolute held-out error of (blend, seasonal naive, last value), in demand units.
     pub errors: [f64; 3],
     /// Held-out origins the verdict rests on.
     pub origins: usize,
+}
+
+/// The held-out errors of one horizon step: their order statistics, which answer any quantile,
+/// or only the two quantiles of the band a model will be asked for (`keep_band`), exactly as
+/// the order statistics answered them: 16 bytes instead of 404 per step.
+#[derive(Clone, Debug)]
+pub(super) enum StepErrors {
+    All(OrderStatistics),
+    Band {
+        quantile: f64,
+        lower: f64,
+        upper: f64,
+    },
+}
+
+impl StepErrors {
+    /// The errors at `1 - quantile` and at `quantile`; `None` when this quantile was not kept.
+    pub fn band(&self, quantile: f64) -> Option<(f64, f64)> {
+        match self {
+            StepErrors::All(errors) => Some((
+                errors.quantile(1.0 - quantile).unwrap_or(0.0),
+                errors.quantile(quantile).unwrap_or(0.0),
+            )),
+            StepErrors::Band {
+                quantile: kept,
+                lower,
+                upper,
+            } => (kept.to_bits() == quantile.to_bits()).then_some((*lower, *upper)),
+        }
+    }
+
+    /// Keep only what `band(quantile)` answers.
+    pub fn keep_band(&mut self, quantile: f64) {
+        if let Some((lower, upper)) = self.band(quantile) {
+            *self = StepErrors::Band {
+                quantile,
+                lower,
+                upper,
+            };
+        }
+    }
 }
 
 /// One held-out point of a series: step, block, and the target and forecasts in model space
@@ -461,7 +502,7 @@ pub(super) fn judge(
     let origins = range.len();
     Some(Verdict {
         chosen,
-        residuals: band(per_step),
+        residuals: band(per_step).into_iter().map(StepErrors::All).collect(),
         errors,
         origins,
     })

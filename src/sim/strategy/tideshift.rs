@@ -101,6 +101,7 @@ impl Planned {
                     seasons,
                     events,
                     horizon,
+                    band_quantile: None,
                 },
                 horizon,
                 history_len,
