@@ -177,6 +177,7 @@ fn check_timings(args: &RunArgs) -> Result<(), String> {
 }
 
 async fn run_daemon(args: RunArgs) -> CliResult {
+    crate::controller::trim::mmap_large_blocks();
     check_timings(&args)?;
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     let (client, writer) = kube_clients(&args, &identity).await?;

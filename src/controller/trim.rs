@@ -33,3 +33,20 @@ fn trim() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim() {}
+
+/// Blocks at least this large are mapped on their own, and unmapped when freed.
+pub const MMAP_THRESHOLD: usize = 128 * 1024;
+
+/// Fix glibc's mmap threshold at `MMAP_THRESHOLD` (see the module's comment). Call once, at
+/// start, before the allocations it is meant for.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn mmap_large_blocks() {
+    // SAFETY: mallopt only changes the allocator's parameters, under its own lock.
+    let accepted = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int) };
+    if accepted != 1 {
+        tracing::warn!("glibc refused the mmap threshold; large freed blocks may stay resident");
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn mmap_large_blocks() {}
