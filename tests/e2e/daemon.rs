@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
@@ -141,26 +141,7 @@ async fn prometheus_has(env: &TestBed, query: &str, at: i64) -> bool {
 }
 
 fn deployment(name: &str, replicas: i32, node_type: &str) -> Deployment {
-    serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "nodeSelector": {"type": node_type},
-                    "terminationGracePeriodSeconds": 0,
-                    "containers": [{
-                        "name": "app",
-                        "image": "registry.invalid/tideshift/fake:1",
-                        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}
-                    }]
-                }
-            }
-        }
-    }))
-    .expect("deployment object")
+    common::fake_deployment(name, replicas, node_type, "1", "1Gi")
 }
 
 fn job(name: &str, parallelism: i32, node_type: &str) -> Job {
@@ -256,18 +237,8 @@ async fn all_ready(deployments: &Api<Deployment>) -> bool {
         })
 }
 
-async fn create_namespace(client: &Client, name: &str) {
-    let api: Api<Namespace> = Api::all(client.clone());
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace"),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
-}
-
 async fn set_up(client: &Client, ns: &str, training: i32, mode: &str, series: &str) {
-    create_namespace(client, ns).await;
+    common::create_namespace(client, ns).await;
     // The dry-run copy must not take the cluster's capacity: its pods match no node.
     let node_type = if mode == "dry-run" { "none" } else { "kwok" };
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);

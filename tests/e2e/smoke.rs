@@ -32,13 +32,7 @@ fn unique(prefix: &str) -> String {
 
 async fn create_namespace(client: &Client, prefix: &str) -> String {
     let name = unique(prefix);
-    let api: Api<Namespace> = Api::all(client.clone());
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace object"),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+    common::create_namespace(client, &name).await;
     name
 }
 
@@ -48,26 +42,7 @@ async fn delete_namespace(client: &Client, name: &str) {
 }
 
 fn deployment(name: &str, replicas: i32, cpu: &str, memory: &str) -> Deployment {
-    serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "nodeSelector": {"type": "kwok"},
-                    "containers": [{
-                        "name": "app",
-                        // KWOK never pulls it: the fake kubelet only plays the pod lifecycle.
-                        "image": "registry.invalid/tideshift/fake:1",
-                        "resources": {"requests": {"cpu": cpu, "memory": memory}}
-                    }]
-                }
-            }
-        }
-    }))
-    .expect("deployment object")
+    common::fake_deployment(name, replicas, "kwok", cpu, memory)
 }
 
 async fn wait_until<F, Fut, T>(what: &str, timeout: Duration, mut check: F) -> T

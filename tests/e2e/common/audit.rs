@@ -46,6 +46,14 @@ impl Request {
     pub fn succeeded(&self) -> bool {
         (200..300).contains(&self.code)
     }
+
+    /// A request that changes something; the log also records the daemon's reads.
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self.verb.as_str(),
+            "create" | "update" | "patch" | "delete" | "deletecollection"
+        )
+    }
 }
 
 pub struct Audit {
@@ -236,6 +244,7 @@ impl Audit {
         self.requests(namespace)
             .into_iter()
             .filter(|r| r.resource == "leases" && r.name == name)
+            .filter(Request::is_write)
             .collect()
     }
 }

@@ -118,3 +118,47 @@ impl Drop for Namespaces {
         .join();
     }
 }
+
+/// Create namespace `name` (panics, naming it, if the API server refuses).
+pub async fn create_namespace(client: &Client, name: &str) {
+    kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(
+            &kube::api::PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
+                .expect("namespace object"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+}
+
+/// A Deployment of `replicas` pods of one container requesting `cpu` and `memory`, on nodes
+/// labelled `type: node_type` (the test bed's KWOK nodes are `kwok`; a type no node has keeps
+/// them Pending). KWOK never pulls the image: its fake kubelet only plays the pod lifecycle.
+pub fn fake_deployment(
+    name: &str,
+    replicas: i32,
+    node_type: &str,
+    cpu: &str,
+    memory: &str,
+) -> k8s_openapi::api::apps::v1::Deployment {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "nodeSelector": {"type": node_type},
+                    "terminationGracePeriodSeconds": 0,
+                    "containers": [{
+                        "name": "app",
+                        "image": "registry.invalid/tideshift/fake:1",
+                        "resources": {"requests": {"cpu": cpu, "memory": memory}}
+                    }]
+                }
+            }
+        }
+    }))
+    .expect("deployment object")
+}

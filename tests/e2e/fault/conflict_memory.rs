@@ -54,11 +54,9 @@ pub(crate) async fn another_writer_is_remembered_across_failover_and_restart() {
     let conflict_after_takeover = poll_until(Duration::from_secs(30), async || {
         let (_, status) = status_of(&admin, &ns, "shop").await?;
         let last = status.conditions.iter().find(|c| c.type_ == "Conflict")?;
-        let written_by_b = env
-            .audit
-            .requests(&ns)
-            .iter()
-            .any(|r| r.resource == "shiftpolicies" && r.by == "replica-b" && r.succeeded());
+        let written_by_b = env.audit.requests(&ns).iter().any(|r| {
+            r.resource == "shiftpolicies" && r.by == "replica-b" && r.is_write() && r.succeeded()
+        });
         (written_by_b && last.status == "True").then(|| last.message.clone())
     })
     .await;

@@ -98,38 +98,11 @@ pub(crate) fn report(class: &str, figures: &Figures, problems: &[String]) {
 
 pub(crate) use common::Namespaces;
 
-pub(crate) async fn create_namespace(client: &Client, name: &str) {
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace"),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
-}
+pub(crate) use common::create_namespace;
 
 /// Small pods (0.1 core) so that every class fits the test bed's nodes with room to spare.
 pub(crate) fn deployment(name: &str, replicas: i32) -> Deployment {
-    serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "nodeSelector": {"type": "kwok"},
-                    "terminationGracePeriodSeconds": 0,
-                    "containers": [{
-                        "name": "app",
-                        "image": "registry.invalid/tideshift/fake:1",
-                        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}
-                    }]
-                }
-            }
-        }
-    }))
-    .expect("deployment object")
+    common::fake_deployment(name, replicas, "kwok", "100m", "64Mi")
 }
 
 pub(crate) async fn create_deployments(client: &Client, ns: &str, items: &[(&str, i32)]) {

@@ -1,7 +1,7 @@
 //! Fault classes on the real test bed (issues 7 and 12): Prometheus down, slow or erroring; bad
 //! metric data; an API server restart mid-shift; an etcd stall; leader loss; a leader paused
 //! past its lease; a competing writer, remembered across failover and restart; Job selector
-//! targets; bad policies; security. Each test runs `tideshift run` as a child process with the
+//! targets; bad policies; security; a watch that lags behind the API server. Each test runs `tideshift run` as a child process with the
 //! least-privilege ServiceAccount, injects its fault with the real components (fault proxies in
 //! front of the real Prometheus and API server, `tests/e2e/testbed restart|pause|resume`,
 //! SIGSTOP), and judges what was written from the API server's audit log (an independent
@@ -15,7 +15,8 @@
 //!
 //! One file per class (named after the class in `tests/e2e/faults`' report); what the classes
 //! share: `harness.rs` (the test bed's variables, figures, cluster objects, the daemon under
-//! test), `proxy.rs` (the fault-injecting proxy), `shift.rs` (a flash sale interrupted by a
+//! test), `proxy.rs` (the fault-injecting proxy in front of Prometheus), `api_proxy.rs` (the one
+//! in front of the API server), `shift.rs` (a flash sale interrupted by a
 //! fault) and `leader.rs` (two replicas and who led when).
 //!
 //! Run through `tests/e2e/faults`, `tests/run`, or after `eval "$(tests/e2e/testbed env)"`:
@@ -34,7 +35,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -43,6 +44,7 @@ use tideshift::policy::{ShiftPolicy, ShiftPolicyStatus};
 
 use common::audit::{Audit, Write};
 
+mod api_proxy;
 mod apiserver_restart;
 mod bad_data;
 mod bad_policies;
@@ -58,11 +60,12 @@ mod prometheus_down;
 mod proxy;
 mod security;
 mod shift;
+mod watch_lag;
 
 // Every class sees what every file declares (`use super::*` in each).
 #[allow(unused_imports)]
 use {
-    apiserver_restart::*, bad_data::*, bad_policies::*, competing_writer::*, conflict_memory::*,
-    etcd_stall::*, harness::*, job_selector::*, leader::*, leader_loss::*, leader_pause::*,
-    prometheus_down::*, proxy::*, security::*, shift::*,
+    api_proxy::*, apiserver_restart::*, bad_data::*, bad_policies::*, competing_writer::*,
+    conflict_memory::*, etcd_stall::*, harness::*, job_selector::*, leader::*, leader_loss::*,
+    leader_pause::*, prometheus_down::*, proxy::*, security::*, shift::*, watch_lag::*,
 };
