@@ -20,7 +20,8 @@
 //!   keeps inside the lease (see `controller::leader`). A 409 is read again and retried a few
 //!   times, each attempt fenced on its own.
 //!
-//! `read.rs` reads targets, HPAs, pods and Nodes; `writers.rs` keeps who writes each target;
+//! `cache.rs` holds the watched views cycles read from; `read.rs` reads targets, HPAs, pods and
+//! Nodes (from the views where they can say); `writers.rs` keeps who writes each target;
 //! `write.rs` writes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
