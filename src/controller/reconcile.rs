@@ -235,12 +235,13 @@ async fn publish(
             && written.is_some_and(|at| at.elapsed() < status::STATUS_REFRESH)
     });
     let mut outcome = Published::Unchanged;
+    let nothing_to_write = previous == Some(&new_status) || wording_only;
     // Taken before the fence is asked: the wait for it may outlast the leadership.
-    let permit = match previous == Some(&new_status) || wording_only {
+    let permit = match nothing_to_write {
         true => None,
         false => ctx.status_writes.acquire().await.ok(),
     };
-    if previous == Some(&new_status) || wording_only {
+    if nothing_to_write {
         // Nothing new to say, or nothing that cannot wait.
     } else if !ctx.leadership.may_write(ctx.api_timeout) {
         // The status holds what a successor reads: a deposed leader must not overwrite it.
