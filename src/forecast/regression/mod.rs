@@ -25,7 +25,9 @@ use ndarray::Array2;
 use self::layout::{EventIndex, FeatureBounds, Layout};
 use self::prepare::{Prepared, prepare};
 pub use self::ridge::{FittedRidge, Ridge, RidgeError};
-use self::validation::{Chosen, Judging, Samples, Verdict, season_drift, seasonal_naive_z};
+use self::validation::{
+    Chosen, Judging, Samples, Verdict, season_before, season_drift, seasonal_naive_z,
+};
 use super::prep::{check_request, clean_value};
 use super::seasonal_naive::SeasonalNaiveModel;
 use super::{
@@ -537,6 +539,7 @@ impl FittedModel for RegressionModel {
         };
         let t = p.z.len() - 1;
         let level = layout.level(&p.z, t);
+        let before = season_before(&p.z, t, layout.main_period);
         let regression: Option<Vec<f64>> = match &self.verdict.chosen {
             Chosen::Blend { .. } => {
                 let mut row = vec![0.0; layout.features];
@@ -594,7 +597,7 @@ impl FittedModel for RegressionModel {
                         seasonal
                             + a * (pred[h] - seasonal)
                             + c * (p.z[t] - level - seasonal)
-                            + b * season_drift(&p.z, t, h, layout.main_period, level)
+                            + b * season_drift(before, h, layout.main_period, level)
                     }
                     (Chosen::Naive, _) => p.z[t] - level,
                     _ => seasonal,
