@@ -291,11 +291,16 @@ impl PrometheusSource {
                 let keep_until = (cached.end() - REFETCH_POINTS * step).max(start);
                 let keep = grid_len(start, keep_until - step, step);
                 let offset = ((start - cached.start) / step) as usize;
-                cached.values[offset..]
-                    .iter()
-                    .take(keep)
-                    .map(|&v| f64::from(v))
-                    .collect()
+                // Room for the fresh points too: growing by doubling left every returned
+                // history holding twice its points while a cycle used it.
+                let mut values = Vec::with_capacity(grid_len(start, end, step));
+                values.extend(
+                    cached.values[offset..]
+                        .iter()
+                        .take(keep)
+                        .map(|&v| f64::from(v)),
+                );
+                values
             })
         });
         let series = match kept {
