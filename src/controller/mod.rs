@@ -47,6 +47,8 @@ pub struct Context {
     pub source: Arc<dyn DemandSource>,
     pub actuator: Arc<dyn Actuator>,
     pub forecaster: Arc<dyn Forecaster>,
+    /// Fits and refits in progress, across all policies.
+    pub fit_slots: cycle::FitSlots,
     pub metrics: Metrics,
     pub leadership: Leadership,
     pub recorder: Recorder,
@@ -100,6 +102,7 @@ impl Context {
             source,
             actuator,
             forecaster,
+            fit_slots: cycle::FitSlots::per_core(),
             metrics,
             leadership,
             shrink_wait,

@@ -183,6 +183,7 @@ async fn run(
         source: ctx.source.as_ref(),
         actuator: ctx.actuator.as_ref(),
         forecaster: ctx.forecaster.clone(),
+        fit_slots: &ctx.fit_slots,
         may_write: &may_write,
         shrink_wait: ctx.shrink_wait,
         metrics: &ctx.metrics,

@@ -11,6 +11,8 @@ mod apply;
 mod decisions;
 mod demand;
 mod observe;
+
+pub use demand::FitSlots;
 #[cfg(test)]
 mod tests;
 
@@ -48,6 +50,8 @@ pub struct Environment<'a> {
     pub source: &'a dyn DemandSource,
     pub actuator: &'a dyn Actuator,
     pub forecaster: Arc<dyn Forecaster>,
+    /// The process's fit slots (`FitSlots`): fits are bounded across all policies.
+    pub fit_slots: &'a FitSlots,
     /// Checked before every write (by the actuator right before sending it, with the time
     /// the write may take): false once leadership is lost or about to run out.
     pub may_write: Fence<'a>,

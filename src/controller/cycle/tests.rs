@@ -3,7 +3,7 @@ use std::sync::Mutex;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::demand::ERROR_WINDOW_SECONDS;
+use super::demand::{ERROR_WINDOW_SECONDS, REFIT_SLOT_WAIT};
 use super::*;
 use crate::actuate::{ActuateError, Observed, ScaleOutcome};
 use crate::forecast::Series;
@@ -225,12 +225,34 @@ async fn cycle_at(
     may_write: bool,
     now: i64,
 ) -> CycleReport {
+    cycle_with_slots(
+        spec,
+        source,
+        cluster,
+        memory,
+        may_write,
+        now,
+        &FitSlots::new(2),
+    )
+    .await
+}
+
+async fn cycle_with_slots(
+    spec: &ShiftPolicySpec,
+    source: &FakeSource,
+    cluster: &FakeCluster,
+    memory: &mut PolicyMemory,
+    may_write: bool,
+    now: i64,
+    fit_slots: &FitSlots,
+) -> CycleReport {
     let metrics = Metrics::new();
     let allow = move |_: Duration| may_write;
     let env = Environment {
         source,
         actuator: cluster,
         forecaster: Arc::from(crate::forecast::default_forecaster()),
+        fit_slots,
         may_write: &allow,
         shrink_wait: Duration::from_secs(5),
         metrics: &metrics,
@@ -561,4 +583,42 @@ async fn a_target_in_conflict_is_not_written() {
         "{:?}",
         report.errors
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_due_refit_takes_only_a_free_slot_while_a_first_fit_queues_for_one() {
+    let spec = spec("enforce");
+    let source = source(300.0);
+    let cluster = FakeCluster::with(&[("payment", 3), ("batch", 4)]);
+    let slots = FitSlots::new(1);
+    let mut memory = PolicyMemory::default();
+    let report = cycle_with_slots(&spec, &source, &cluster, &mut memory, true, NOW, &slots).await;
+    assert!(report.warming_up.is_empty(), "{report:?}");
+    assert_eq!(memory.models["payment"].fitted_at, NOW);
+
+    // Every refit slot busy (other policies' fits) when the refit is due: the cycle does not
+    // wait for one, and plans on the model it has.
+    let _busy = slots.refits.acquire_many(2).await.expect("slots");
+    let later = NOW + 10 * 60;
+    let started = tokio::time::Instant::now();
+    let report = cycle_with_slots(&spec, &source, &cluster, &mut memory, true, later, &slots).await;
+    assert!(
+        started.elapsed() < REFIT_SLOT_WAIT,
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(report.warming_up.is_empty(), "{report:?}");
+    assert!(report.missing_metrics.is_empty(), "{report:?}");
+    assert_eq!(memory.models["payment"].fitted_at, NOW, "not refitted yet");
+
+    // A workload without a model queues for a slot, then goes on warming up.
+    let mut fresh = PolicyMemory::default();
+    let started = tokio::time::Instant::now();
+    let report = cycle_with_slots(&spec, &source, &cluster, &mut fresh, true, later, &slots).await;
+    assert!(
+        started.elapsed() >= REFIT_SLOT_WAIT,
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(report.warming_up.len(), 1, "{report:?}");
 }
