@@ -478,7 +478,24 @@ mod tests {
             .policy_condition
             .with_label_values(&["checkout", "shop", "Ready"])
             .set(1);
+        // Every family has a series now; two more workloads, set out of order, show the order
+        // of label values: render() writes exactly what gathering all at once would.
+        for workload in ["zeta", "alpha"] {
+            let labels = ["checkout", "shop", workload, "online"];
+            metrics.demand.with_label_values(&labels).set(1.0);
+            metrics
+                .forecast_missed_ratio
+                .with_label_values(&labels)
+                .set(0.0);
+            metrics.forecast_trusted.with_label_values(&labels).set(1.0);
+            metrics.set_forecast_method(&labels, "naive");
+        }
+        let mut gathered = Vec::new();
+        TextEncoder::new()
+            .encode(&metrics.registry.gather(), &mut gathered)
+            .unwrap();
         let text = metrics.render().unwrap();
+        assert_eq!(text, String::from_utf8(gathered).unwrap());
         for name in [
             "tideshift_demand{",
             "tideshift_forecast_demand{band=\"upper\"",
@@ -499,63 +516,10 @@ mod tests {
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }
-        metrics.forget_policy("shop", "checkout", &[("payment".to_string(), "online")]);
+        let workloads = ["payment", "zeta", "alpha"].map(|w| (w.to_string(), "online"));
+        metrics.forget_policy("shop", "checkout", &workloads);
         let text = metrics.render().unwrap();
         assert!(!text.contains("tideshift_demand{"), "{text}");
-    }
-
-    #[test]
-    fn renders_what_the_registry_would_gather_one_family_at_a_time() {
-        let metrics = Metrics::new();
-        // Set out of order, and in every family, so that order and completeness both show.
-        for workload in ["zeta", "alpha", "mid"] {
-            let labels = ["checkout", "shop", workload, "online"];
-            metrics.demand.with_label_values(&labels).set(1.0);
-            metrics.set_forecast_method(&labels, "naive");
-            for band in ["upper", "point", "lower"] {
-                metrics
-                    .forecast_demand
-                    .with_label_values(&["checkout", "shop", workload, "online", band])
-                    .set(2.0);
-            }
-            for vec in [
-                &metrics.forecast_peak_demand,
-                &metrics.desired_replicas,
-                &metrics.current_replicas,
-                &metrics.ready_replicas,
-                &metrics.shortfall_replicas,
-                &metrics.forecast_error_ratio,
-                &metrics.forecast_missed_ratio,
-                &metrics.forecast_trusted,
-            ] {
-                vec.with_label_values(&labels).set(3.0);
-            }
-            metrics
-                .decision_duration_seconds
-                .with_label_values(&[workload])
-                .observe(0.2);
-        }
-        metrics
-            .capacity
-            .with_label_values(&["checkout", "shop", "cpu"])
-            .set(16.0);
-        metrics
-            .shifts_total
-            .with_label_values(&["checkout", "shop", "up"])
-            .inc();
-        metrics.leader.set(1);
-        metrics
-            .policy_condition
-            .with_label_values(&["checkout", "shop", "Ready"])
-            .set(1);
-        let mut gathered = Vec::new();
-        TextEncoder::new()
-            .encode(&metrics.registry.gather(), &mut gathered)
-            .unwrap();
-        assert_eq!(
-            metrics.render().unwrap(),
-            String::from_utf8(gathered).unwrap()
-        );
     }
 
     #[tokio::test]
