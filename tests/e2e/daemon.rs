@@ -27,7 +27,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
-use tideshift::policy::ShiftPolicy;
+use tideshift::policy::{Mode, ShiftPolicy};
 
 use common::TestBed;
 
@@ -179,47 +179,30 @@ fn job(name: &str, parallelism: i32, node_type: &str) -> Job {
 
 /// `series`: the exporter's workload label of this run's demand (unique per run, so history
 /// backfilled by earlier runs never mixes in).
-fn policy(name: &str, mode: &str, series: &str) -> ShiftPolicy {
-    let yaml = format!(
-        r#"
-apiVersion: tideshift.io/v1alpha1
-kind: ShiftPolicy
-metadata: {{name: {name}}}
-spec:
-  mode: {mode}
-  interval: 3s
-  capacity: {{cpu: "12", memory: 24Gi}}
-  online:
-    - name: payment
-      target: {{kind: Deployment, name: payment}}
-      demand: {{query: 'sum(tideshift_demo_demand{{workload="{series}-payment"}})'}}
-      perReplica: 100
-      headroom: 0.1
-      quantile: 0.9
-      replicas: {{min: 2, max: 8}}
-      startup: 20s
-    - name: refund
-      target: {{kind: Deployment, name: refund}}
-      demand: {{query: 'sum(tideshift_demo_demand{{workload="{series}-refund"}})'}}
-      perReplica: 100
-      headroom: 0.1
-      quantile: 0.9
-      replicas: {{min: 1, max: 4}}
-      startup: 20s
-  offline:
-    - name: training
-      target: {{kind: Deployment, name: training}}
-      replicas: {{min: 0, max: 12}}
-      weight: 2
-    - name: reports
-      target: {{kind: Job, name: reports}}
-      replicas: {{min: 0, max: 3}}
-  forecast: {{step: 1m, history: 14d, horizon: 30m, seasonality: [1d], retrain: 10m}}
-  guardrails:
-    scaleDown: {{maxPercentPerMinute: 100, stabilization: 20s}}
-"#
-    );
-    serde_yaml::from_str(&yaml).expect("policy YAML")
+fn policy(name: &str, mode: Mode, series: &str) -> ShiftPolicy {
+    let demand =
+        |workload: &str| format!(r#"sum(tideshift_demo_demand{{workload="{series}-{workload}"}})"#);
+    common::policy::policy(name)
+        .mode(mode)
+        .capacity("12", "24Gi")
+        .history("14d")
+        .online(
+            common::policy::online("payment", &demand("payment"), 100.0)
+                .replicas(2, 8)
+                .startup("20s"),
+        )
+        .online(
+            common::policy::online("refund", &demand("refund"), 100.0)
+                .replicas(1, 4)
+                .startup("20s"),
+        )
+        .offline(common::policy::offline("training").weight(2.0))
+        .offline(
+            common::policy::offline("reports")
+                .job("reports")
+                .replicas(0, 3),
+        )
+        .build()
 }
 
 /// True when every Deployment has all its replicas Ready.
@@ -237,10 +220,10 @@ async fn all_ready(deployments: &Api<Deployment>) -> bool {
         })
 }
 
-async fn set_up(client: &Client, ns: &str, training: i32, mode: &str, series: &str) {
+async fn set_up(client: &Client, ns: &str, training: i32, mode: Mode, series: &str) {
     common::create_namespace(client, ns).await;
     // The dry-run copy must not take the cluster's capacity: its pods match no node.
-    let node_type = if mode == "dry-run" { "none" } else { "kwok" };
+    let node_type = if mode == Mode::DryRun { "none" } else { "kwok" };
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     for (name, replicas) in [("payment", 2), ("refund", 1), ("training", training)] {
         deployments
@@ -421,9 +404,9 @@ async fn flash_sale_shifts_batch_to_online_before_the_peak_and_back() {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
 
-    set_up(&admin, &ns, 6, "enforce", &series).await;
+    set_up(&admin, &ns, 6, Mode::Enforce, &series).await;
     // Dry-run: batch over capacity (training 12), so the plan wants to shrink it.
-    set_up(&admin, &dry_ns, 12, "dry-run", &series).await;
+    set_up(&admin, &dry_ns, 12, Mode::DryRun, &series).await;
 
     // Every workload Ready before the daemon starts: the test judges the daemon, not start-up.
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &ns);

@@ -143,35 +143,18 @@ pub(crate) async fn bad_metric_data_never_panics_nor_scales_online_down() {
         r#"sum by (run) (rate(faults_requests_total{{run="{run}"}}[30s])) or {}"#,
         history(&format!("0.5 * {CHECKOUT}"))
     );
-    let online = |per_replica: u32| -> Value {
-        serde_yaml::from_str(&format!(
-            "[{{name: payment, target: {{kind: Deployment, name: payment}}, demand: {{query: '{}'}}, perReplica: {per_replica}, headroom: 0.1, quantile: 0.9, replicas: {{min: 1, max: 12}}, startup: 45s}}, {{name: refund, target: {{kind: Deployment, name: refund}}, demand: {{query: '{}'}}, perReplica: 50, headroom: 0.1, quantile: 0.9, replicas: {{min: 1, max: 12}}, startup: 45s}}]",
-            payment_query.replace('\'', "''"),
-            refund_query.replace('\'', "''"),
-        ))
-        .expect("online workloads")
+    let shop_with = |per_replica: u32| {
+        use common::policy::{offline, online, policy};
+        policy("shop")
+            .missing_metrics_after(&format!("{MISSING_AFTER}s"))
+            .online(online("payment", &payment_query, f64::from(per_replica)).startup("45s"))
+            .online(online("refund", &refund_query, 50.0).startup("45s"))
+            .offline(offline("training"))
     };
-    let mut shop: Value = serde_yaml::from_str(&format!(
-        r#"
-apiVersion: tideshift.io/v1alpha1
-kind: ShiftPolicy
-metadata: {{name: shop}}
-spec:
-  interval: 3s
-  capacity: {{cpu: 1200m, memory: 12Gi}}
-  offline:
-    - name: training
-      target: {{kind: Deployment, name: training}}
-      replicas: {{min: 0, max: 12}}
-  forecast: {{step: 1m, history: 3d, horizon: 30m, seasonality: [1d], retrain: 10m}}
-  guardrails:
-    scaleDown: {{maxPercentPerMinute: 100, stabilization: 20s}}
-    missingMetricsAfter: {MISSING_AFTER}s
-"#
-    ))
-    .expect("policy YAML");
-    shop["spec"]["online"] = online(PAYMENT_PER_REPLICA);
-    let shop: ShiftPolicy = serde_json::from_value(shop).expect("policy");
+    // The online workloads alone, for the edits a user makes during the test.
+    let online =
+        |per_replica: u32| -> Value { shop_with(per_replica).json()["spec"]["online"].take() };
+    let shop = shop_with(PAYMENT_PER_REPLICA).build();
     create_policy(&admin, &ns, &shop).await;
     let mut daemon = Daemon::spawn(
         &env,

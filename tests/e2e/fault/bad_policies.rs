@@ -2,99 +2,103 @@
 
 use super::*;
 
-/// Policies the CRD's OpenAPI schema or CEL rules refuse at apply: (what, YAML).
-pub(crate) fn refused_at_apply() -> Vec<(&'static str, String)> {
-    let good = policy_yaml("bad", "", CHECKOUT, 50);
-    let swap = |from: &str, to: &str| {
-        assert!(good.contains(from), "{from:?} not in the template");
-        good.replacen(from, to, 1)
+/// Policies the CRD's OpenAPI schema or CEL rules refuse at apply: (what, the object). Each is
+/// the fault classes' common policy with one thing broken.
+pub(crate) fn refused_at_apply() -> Vec<(&'static str, Value)> {
+    fn spec(v: &mut Value) -> &mut Value {
+        &mut v["spec"]
+    }
+    fn payment(v: &mut Value) -> &mut Value {
+        &mut v["spec"]["online"][0]
+    }
+    fn training(v: &mut Value) -> &mut Value {
+        &mut v["spec"]["offline"][0]
+    }
+    let good = shop_policy("bad", "", CHECKOUT, 50).json();
+    let broken = |edit: &dyn Fn(&mut Value)| {
+        let mut bad = good.clone();
+        edit(&mut bad);
+        assert_ne!(bad, good, "the edit changed nothing");
+        bad
     };
     vec![
         (
             "replicas.min > replicas.max",
-            swap("replicas: {min: 1, max: 12}", "replicas: {min: 5, max: 2}"),
+            broken(&|v| payment(v)["replicas"] = json!({"min": 5, "max": 2})),
         ),
-        ("perReplica 0", swap("perReplica: 50", "perReplica: 0")),
-        ("quantile 0.4", swap("quantile: 0.9", "quantile: 0.4")),
-        ("headroom 11", swap("headroom: 0.1", "headroom: 11")),
+        (
+            "perReplica 0",
+            broken(&|v| payment(v)["perReplica"] = json!(0)),
+        ),
+        (
+            "quantile 0.4",
+            broken(&|v| payment(v)["quantile"] = json!(0.4)),
+        ),
+        (
+            "headroom 11",
+            broken(&|v| payment(v)["headroom"] = json!(11)),
+        ),
         (
             "duration not a duration",
-            swap("interval: 3s", "interval: 3 seconds"),
+            broken(&|v| spec(v)["interval"] = json!("3 seconds")),
         ),
-        (
-            "unknown mode",
-            swap("  interval: 3s", "  mode: yolo\n  interval: 3s"),
-        ),
+        ("unknown mode", broken(&|v| spec(v)["mode"] = json!("yolo"))),
         (
             "online Job target",
-            swap(
-                "target: {kind: Deployment, name: payment}",
-                "target: {kind: Job, name: payment}",
-            ),
+            broken(&|v| payment(v)["target"] = json!({"kind": "Job", "name": "payment"})),
         ),
         (
             "Deployment target without name",
-            swap(
-                "target: {kind: Deployment, name: payment}",
-                "target: {kind: Deployment}",
-            ),
+            broken(&|v| payment(v)["target"] = json!({"kind": "Deployment"})),
         ),
         (
             "selector on a Deployment",
-            swap(
-                "target: {kind: Deployment, name: training}",
-                "target: {kind: Deployment, name: training, selector: {team: x}}",
-            ),
+            broken(&|v| training(v)["target"]["selector"] = json!({"team": "x"})),
         ),
         (
             "capacity without cpu or nodeSelector",
-            swap(
-                "capacity: {cpu: 1200m, memory: 12Gi}",
-                "capacity: {memory: 12Gi}",
-            ),
+            broken(&|v| spec(v)["capacity"] = json!({"memory": "12Gi"})),
         ),
-        ("quantity not a quantity", swap("cpu: 1200m", "cpu: lots")),
-        ("no online workload", {
-            let start = good.find("  online:").expect("online");
-            let end = good.find("  offline:").expect("offline");
-            format!("{}  online: []\n{}", &good[..start], &good[end..])
-        }),
+        (
+            "quantity not a quantity",
+            broken(&|v| spec(v)["capacity"]["cpu"] = json!("lots")),
+        ),
+        (
+            "no online workload",
+            broken(&|v| spec(v)["online"] = json!([])),
+        ),
         (
             "duplicate workload names",
-            swap("- name: training", "- name: payment"),
+            broken(&|v| training(v)["name"] = json!("payment")),
         ),
         (
             "offline weight 0",
-            swap(
-                "replicas: {min: 0, max: 12}",
-                "replicas: {min: 0, max: 12}\n      weight: 0",
-            ),
+            broken(&|v| training(v)["weight"] = json!(0)),
         ),
         (
             "maxPercentPerMinute 0",
-            swap("maxPercentPerMinute: 100", "maxPercentPerMinute: 0"),
+            broken(&|v| spec(v)["guardrails"]["scaleDown"]["maxPercentPerMinute"] = json!(0)),
         ),
         (
             "workload name not DNS-1123",
-            swap("- name: payment", "- name: Payment_API"),
+            broken(&|v| payment(v)["name"] = json!("Payment_API")),
         ),
         (
             "target namespace not DNS-1123",
-            swap("name: training}", "name: training, namespace: Not_Valid}"),
+            broken(&|v| training(v)["target"]["namespace"] = json!("Not_Valid")),
         ),
         (
             "event with start and cron",
-            swap(
-                "  guardrails:",
-                "  events: [{name: sale, start: \"2026-11-11T00:00:00Z\", cron: \"0 20 * * *\", duration: 1h}]\n  guardrails:",
-            ),
+            broken(&|v| {
+                spec(v)["events"] = json!([{
+                    "name": "sale", "start": "2026-11-11T00:00:00Z",
+                    "cron": "0 20 * * *", "duration": "1h",
+                }])
+            }),
         ),
         (
             "empty demand query",
-            swap(
-                &format!("demand: {{query: '{}'}}", CHECKOUT.replace('\'', "''")),
-                "demand: {query: ''}",
-            ),
+            broken(&|v| payment(v)["demand"]["query"] = json!("")),
         ),
     ]
 }
@@ -111,8 +115,7 @@ pub(crate) async fn bad_policies_are_refused_at_apply_or_reported_and_never_stop
 
     // 1. What the API server refuses: nothing is stored.
     let api: Api<ShiftPolicy> = Api::namespaced(admin.clone(), &ns);
-    for (what, yaml) in refused_at_apply() {
-        let object: Value = serde_yaml::from_str(&yaml).expect("bad policy YAML");
+    for (what, object) in refused_at_apply() {
         let dynamic: kube::api::DynamicObject = serde_json::from_value(object).expect("object");
         let raw: Api<kube::api::DynamicObject> = Api::namespaced_with(
             admin.clone(),

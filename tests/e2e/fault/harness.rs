@@ -118,39 +118,25 @@ pub(crate) async fn create_deployments(client: &Client, ns: &str, items: &[(&str
 pub(crate) const CHECKOUT: &str = r#"sum(tideshift_demo_demand{workload="checkout"})"#;
 
 /// A policy over online `{prefix}payment` and offline `{prefix}training` (Deployments of 0.1
-/// core), with a budget of 12 pods.
-pub(crate) fn policy_yaml(name: &str, prefix: &str, query: &str, per_replica: u32) -> String {
-    let query = query.replace('\'', "''");
-    format!(
-        r#"
-apiVersion: tideshift.io/v1alpha1
-kind: ShiftPolicy
-metadata: {{name: {name}}}
-spec:
-  interval: 3s
-  capacity: {{cpu: 1200m, memory: 12Gi}}
-  online:
-    - name: {prefix}payment
-      target: {{kind: Deployment, name: {prefix}payment}}
-      demand: {{query: '{query}'}}
-      perReplica: {per_replica}
-      headroom: 0.1
-      quantile: 0.9
-      replicas: {{min: 1, max: 12}}
-      startup: 10s
-  offline:
-    - name: {prefix}training
-      target: {{kind: Deployment, name: {prefix}training}}
-      replicas: {{min: 0, max: 12}}
-  forecast: {{step: 1m, history: 3d, horizon: 30m, seasonality: [1d], retrain: 10m}}
-  guardrails:
-    scaleDown: {{maxPercentPerMinute: 100, stabilization: 20s}}
-"#
-    )
+/// core), with a budget of 12 pods: the fault classes' common case.
+pub(crate) fn policy(name: &str, prefix: &str, query: &str, per_replica: u32) -> ShiftPolicy {
+    shop_policy(name, prefix, query, per_replica).build()
 }
 
-pub(crate) fn policy(name: &str, prefix: &str, query: &str, per_replica: u32) -> ShiftPolicy {
-    serde_yaml::from_str(&policy_yaml(name, prefix, query, per_replica)).expect("policy YAML")
+/// [`policy`] before it is built, for a class that changes it.
+pub(crate) fn shop_policy(
+    name: &str,
+    prefix: &str,
+    query: &str,
+    per_replica: u32,
+) -> common::policy::PolicyBuilder {
+    common::policy::policy(name)
+        .online(common::policy::online(
+            &format!("{prefix}payment"),
+            query,
+            f64::from(per_replica),
+        ))
+        .offline(common::policy::offline(&format!("{prefix}training")))
 }
 
 pub(crate) async fn create_policy(client: &Client, ns: &str, policy: &ShiftPolicy) {

@@ -52,14 +52,15 @@ pub(crate) async fn a_job_selector_counts_every_jobs_pods_and_sees_other_writers
     }
     // payment and the three Jobs share 1 core: the Jobs take what payment leaves, so a
     // flash sale shrinks them.
-    let yaml = policy_yaml("shop", "", CHECKOUT, 50)
-        .replace("capacity: {cpu: 1200m, memory: 12Gi}", "capacity: {cpu: 1000m, memory: 12Gi}")
-        .replace(
-            "- name: training\n      target: {kind: Deployment, name: training}\n      replicas: {min: 0, max: 12}",
-            "- name: reports\n      target: {kind: Job, selector: {team: finance}}\n      replicas: {min: 1, max: 12}",
-        );
-    assert!(yaml.contains("selector: {team: finance}"), "{yaml}");
-    let shop: ShiftPolicy = serde_yaml::from_str(&yaml).expect("policy YAML");
+    let shop = common::policy::policy("shop")
+        .capacity("1000m", "12Gi")
+        .online(common::policy::online("payment", CHECKOUT, 50.0))
+        .offline(
+            common::policy::offline("reports")
+                .jobs_labelled(&[("team", "finance")])
+                .replicas(1, 12),
+        )
+        .build();
     create_policy(&admin, &ns, &shop).await;
     let hold = 30.0;
     let daemon = Daemon::spawn(
