@@ -3,7 +3,9 @@
 pub mod crd;
 pub mod events;
 pub mod load;
+mod locate;
 mod prescan;
+mod scan;
 pub mod spec;
 pub mod units;
 pub mod validate;

@@ -214,30 +214,19 @@ async fn cycle(
     memory: &mut PolicyMemory,
     may_write: bool,
 ) -> CycleReport {
-    cycle_at(spec, source, cluster, memory, may_write, NOW).await
-}
-
-async fn cycle_at(
-    spec: &ShiftPolicySpec,
-    source: &FakeSource,
-    cluster: &FakeCluster,
-    memory: &mut PolicyMemory,
-    may_write: bool,
-    now: i64,
-) -> CycleReport {
-    cycle_with_slots(
+    cycle_at(
         spec,
         source,
         cluster,
         memory,
         may_write,
-        now,
+        NOW,
         &FitSlots::new(2),
     )
     .await
 }
 
-async fn cycle_with_slots(
+async fn cycle_at(
     spec: &ShiftPolicySpec,
     source: &FakeSource,
     cluster: &FakeCluster,
@@ -282,7 +271,16 @@ async fn the_whole_history_is_read_to_refit_and_only_the_recent_part_between() {
     // The spec: 1m step, 1d history, 1h season, 10m retrain; minutes 0, 5, 10 and 11.
     for minutes in [0, 5, 10, 11] {
         let now = NOW + minutes * 60;
-        let report = cycle_at(&spec, &source, &cluster, &mut memory, true, now).await;
+        let report = cycle_at(
+            &spec,
+            &source,
+            &cluster,
+            &mut memory,
+            true,
+            now,
+            &FitSlots::new(2),
+        )
+        .await;
         assert!(report.errors.is_empty(), "{:?}", report.errors);
         assert!(report.missing_metrics.is_empty(), "{report:?}");
     }
@@ -460,8 +458,16 @@ async fn an_unusable_latest_value_holds_online_and_batch_while_the_forecast_runs
             // Half a minute into the step: the window (startup + interval + 15 s) reaches
             // the forecast's first step.
             let now = NOW + 30 + minutes * 60;
-            let report =
-                cycle_at(&spec("enforce"), &source, &cluster, &mut memory, true, now).await;
+            let report = cycle_at(
+                &spec("enforce"),
+                &source,
+                &cluster,
+                &mut memory,
+                true,
+                now,
+                &FitSlots::new(2),
+            )
+            .await;
             // Within the grace (5 min for a 1m step): the forecast still runs.
             assert!(report.missing_metrics.is_empty(), "{report:?}");
             assert!(report.plan.is_some());
@@ -592,7 +598,7 @@ async fn a_due_refit_takes_only_a_free_slot_while_a_first_fit_queues_for_one() {
     let cluster = FakeCluster::with(&[("payment", 3), ("batch", 4)]);
     let slots = FitSlots::new(1);
     let mut memory = PolicyMemory::default();
-    let report = cycle_with_slots(&spec, &source, &cluster, &mut memory, true, NOW, &slots).await;
+    let report = cycle_at(&spec, &source, &cluster, &mut memory, true, NOW, &slots).await;
     assert!(report.warming_up.is_empty(), "{report:?}");
     assert_eq!(memory.models["payment"].fitted_at, NOW);
 
@@ -601,7 +607,7 @@ async fn a_due_refit_takes_only_a_free_slot_while_a_first_fit_queues_for_one() {
     let _busy = slots.refits.acquire_many(2).await.expect("slots");
     let later = NOW + 10 * 60;
     let started = tokio::time::Instant::now();
-    let report = cycle_with_slots(&spec, &source, &cluster, &mut memory, true, later, &slots).await;
+    let report = cycle_at(&spec, &source, &cluster, &mut memory, true, later, &slots).await;
     assert!(
         started.elapsed() < REFIT_SLOT_WAIT,
         "{:?}",
@@ -614,7 +620,7 @@ async fn a_due_refit_takes_only_a_free_slot_while_a_first_fit_queues_for_one() {
     // A workload without a model queues for a slot, then goes on warming up.
     let mut fresh = PolicyMemory::default();
     let started = tokio::time::Instant::now();
-    let report = cycle_with_slots(&spec, &source, &cluster, &mut fresh, true, later, &slots).await;
+    let report = cycle_at(&spec, &source, &cluster, &mut fresh, true, later, &slots).await;
     assert!(
         started.elapsed() >= REFIT_SLOT_WAIT,
         "{:?}",
