@@ -269,18 +269,10 @@ async fn the_whole_history_is_read_to_refit_and_only_the_recent_part_between() {
     let mut memory = PolicyMemory::default();
     let day = 86_400;
     // The spec: 1m step, 1d history, 1h season, 10m retrain; minutes 0, 5, 10 and 11.
+    let slots = FitSlots::new(2);
     for minutes in [0, 5, 10, 11] {
         let now = NOW + minutes * 60;
-        let report = cycle_at(
-            &spec,
-            &source,
-            &cluster,
-            &mut memory,
-            true,
-            now,
-            &FitSlots::new(2),
-        )
-        .await;
+        let report = cycle_at(&spec, &source, &cluster, &mut memory, true, now, &slots).await;
         assert!(report.errors.is_empty(), "{:?}", report.errors);
         assert!(report.missing_metrics.is_empty(), "{report:?}");
     }
@@ -454,20 +446,12 @@ async fn an_unusable_latest_value_holds_online_and_batch_while_the_forecast_runs
         if !latest_usable {
             source.no_latest.push("payment_demand".into());
         }
+        let (spec, slots) = (spec("enforce"), FitSlots::new(2));
         for minutes in [0, 1, 2] {
             // Half a minute into the step: the window (startup + interval + 15 s) reaches
             // the forecast's first step.
             let now = NOW + 30 + minutes * 60;
-            let report = cycle_at(
-                &spec("enforce"),
-                &source,
-                &cluster,
-                &mut memory,
-                true,
-                now,
-                &FitSlots::new(2),
-            )
-            .await;
+            let report = cycle_at(&spec, &source, &cluster, &mut memory, true, now, &slots).await;
             // Within the grace (5 min for a 1m step): the forecast still runs.
             assert!(report.missing_metrics.is_empty(), "{report:?}");
             assert!(report.plan.is_some());
