@@ -291,20 +291,18 @@ impl Metrics {
             families.retain(|family| !family.get_metric().is_empty());
             for family in &mut families {
                 // As `Registry::gather`: series in order of their label values.
-                family.mut_metric().sort_by(|a, b| {
-                    let values = |m: &prometheus::proto::Metric| {
-                        m.get_label()
-                            .iter()
-                            .map(|pair| pair.value().to_owned())
-                            .collect::<Vec<_>>()
-                    };
-                    values(a).cmp(&values(b))
-                });
+                family
+                    .mut_metric()
+                    .sort_by(|a, b| label_values(a).cmp(label_values(b)));
             }
             encoder.encode(&families, &mut buffer)?;
         }
         String::from_utf8(buffer).map_err(|e| prometheus::Error::Msg(e.to_string()))
     }
+}
+
+fn label_values(metric: &prometheus::proto::Metric) -> impl Iterator<Item = &str> {
+    metric.get_label().iter().map(|pair| pair.value())
 }
 
 /// The metrics as they are defined: registered (which checks them) and kept in name order.
