@@ -374,6 +374,8 @@ struct HeldOutPoints<'a> {
     period: usize,
     /// Held-out rows with their origin's level and drift base, computed once.
     origins: Vec<(usize, f64, Option<f64>)>,
+    /// The series as each origin saw it (`Prepared::view_at`), reused by every pass.
+    view: Vec<f64>,
 }
 
 impl<'a> HeldOutPoints<'a> {
@@ -407,16 +409,17 @@ impl<'a> HeldOutPoints<'a> {
             prepared,
             period,
             origins,
+            view,
         }
     }
 
     /// Calls `visit` with every held-out point whose actual value is known, in row order.
-    fn for_each(&self, mut visit: impl FnMut(&Point)) {
+    fn for_each(&mut self, mut visit: impl FnMut(&Point)) {
         let horizon = self.samples.y.ncols();
-        let mut view = self.prepared.z.clone();
+        let view = &mut self.view;
         for &(r, level, before) in &self.origins {
             let t = self.samples.origins[r];
-            self.prepared.view_at(t, &mut view);
+            self.prepared.view_at(t, view);
             for h in 0..horizon {
                 let actual = self.prepared.actual[t + 1 + h] - level;
                 if !actual.is_finite() {
@@ -430,12 +433,12 @@ impl<'a> HeldOutPoints<'a> {
                     target: self.samples.y[[r, h]],
                     actual,
                     regression: self.forecasts[[r, h]],
-                    seasonal: seasonal_naive_z(&view, t, h, self.period, level),
+                    seasonal: seasonal_naive_z(view, t, h, self.period, level),
                     last: view[t] - level,
                     drift: season_drift(before, h, self.period, level),
                 });
             }
-            self.prepared.restore(t, &mut view);
+            self.prepared.restore(t, view);
         }
     }
 }
@@ -456,7 +459,7 @@ pub(super) fn judge(
         .clamp(1, range.len().max(1));
     let range = range.end.saturating_sub(recent).max(range.start)..range.end;
     let origins = range.len();
-    let points = HeldOutPoints::new(samples, forecasts, block_of, range, prepared, layout);
+    let mut points = HeldOutPoints::new(samples, forecasts, block_of, range, prepared, layout);
     let blocks = judging.blocks.max(2);
     let mut sums = vec![vec![BlendSums::default(); horizon]; blocks + 1];
     let mut count = 0usize;
