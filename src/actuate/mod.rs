@@ -74,9 +74,19 @@ pub struct Observed {
 }
 
 /// Asked right before every write, with the longest time the write may take: whether it may be
-/// sent now. False once leadership is lost, or when it could run out before the write is done:
-/// a deposed leader must never write.
-pub type Fence<'a> = &'a (dyn Fn(Duration) -> bool + Send + Sync);
+/// sent now, or why not.
+pub type Fence<'a> = &'a (dyn Fn(Duration) -> Result<(), WriteRefused> + Send + Sync);
+
+/// Why a fence refused a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteRefused {
+    /// Leadership is lost, or could run out before the write is done: a deposed leader must
+    /// never write.
+    LeadershipLost,
+    /// The policy changed (a newer generation, or deleted) since the cycle began: its plan
+    /// was made on a spec the user has replaced, and the next cycle plans on the new one.
+    PolicyChanged,
+}
 
 /// What an actuator knows of a target's writers: kept in the policy's status, so that a
 /// successor (after a restart or a failover) knows it too.
@@ -107,8 +117,8 @@ pub enum ScaleOutcome {
     Conflict(String),
     /// Not written: dry-run.
     DryRun { from: u32, to: u32 },
-    /// Not written: leadership was lost (or would run out before the write could finish).
-    Fenced,
+    /// Not written: the fence refused it (leadership lost or running out, the policy changed).
+    Fenced(WriteRefused),
 }
 
 #[derive(Debug, thiserror::Error)]

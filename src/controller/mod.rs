@@ -59,6 +59,9 @@ pub struct Context {
     pub api_timeout: Duration,
     /// Status patches and Events in flight at once (`MAX_STATUS_WRITES`).
     status_writes: tokio::sync::Semaphore,
+    /// The controllers' caches of the policies, to fence a cycle's writes on the newest
+    /// generation known (set once by `run_controllers`).
+    policies: PolicyCaches,
     states: Mutex<HashMap<String, Arc<Mutex<PolicyState>>>>,
 }
 
@@ -109,6 +112,7 @@ impl Context {
             allow_cross_namespace: false,
             api_timeout: Duration::from_secs(10),
             status_writes: tokio::sync::Semaphore::new(MAX_STATUS_WRITES),
+            policies: PolicyCaches::default(),
             states: Mutex::new(HashMap::new()),
         }
     }
@@ -174,6 +178,36 @@ impl Context {
             })
             .collect();
         self.source.retain_queries(&|query| queries.contains(query));
+    }
+}
+
+/// The watch-backed caches of the policies, as the controllers keep them.
+#[derive(Default)]
+pub struct PolicyCaches(std::sync::OnceLock<Vec<Store<ShiftPolicy>>>);
+
+impl PolicyCaches {
+    fn set(&self, stores: Vec<Store<ShiftPolicy>>) {
+        if self.0.set(stores).is_err() {
+            tracing::warn!("policy caches set twice; keeping the first");
+        }
+    }
+
+    /// Whether the caches know the policy in a newer state than `seen`: another generation,
+    /// or gone (deleted, or deleted and created again). A cycle began on `seen`'s spec; once
+    /// the user has replaced it, the rest of that cycle's plan is not theirs any more.
+    pub fn changed_since(&self, seen: &ShiftPolicy) -> bool {
+        // Without caches (a cycle run outside the controllers) nothing newer is known.
+        let Some(stores) = self.0.get() else {
+            return false;
+        };
+        let reference = ObjectRef::from_obj(seen);
+        match stores.iter().find_map(|store| store.get(&reference)) {
+            Some(now) => {
+                now.metadata.generation != seen.metadata.generation
+                    || now.metadata.uid != seen.metadata.uid
+            }
+            None => true,
+        }
     }
 }
 
@@ -243,6 +277,7 @@ pub async fn run_controllers(
             });
         runs.push(run);
     }
+    ctx.policies.set(stores.clone());
     let waiting = stores.clone();
     tokio::spawn(async move {
         for store in &waiting {
@@ -267,6 +302,55 @@ pub async fn run_controllers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shift_policy(uid: &str, generation: i64) -> ShiftPolicy {
+        let mut policy: ShiftPolicy = serde_yaml::from_str(
+            r#"
+apiVersion: tideshift.io/v1alpha1
+kind: ShiftPolicy
+metadata: {name: checkout, namespace: shop}
+spec:
+  capacity: {cpu: "4"}
+  online:
+    - name: payment
+      target: {kind: Deployment, name: payment}
+      demand: {query: q}
+      perReplica: 10
+      replicas: {min: 1, max: 4}
+"#,
+        )
+        .expect("policy");
+        policy.metadata.uid = Some(uid.into());
+        policy.metadata.generation = Some(generation);
+        policy
+    }
+
+    #[test]
+    fn a_cycle_knows_when_its_policy_changed_since_it_began() {
+        let seen = shift_policy("u1", 3);
+        let caches = PolicyCaches::default();
+        assert!(
+            !caches.changed_since(&seen),
+            "no caches: nothing newer known"
+        );
+
+        let (store, mut writer) = kube::runtime::reflector::store();
+        caches.set(vec![store]);
+        writer.apply_watcher_event(&watcher::Event::Apply(seen.clone()));
+        assert!(!caches.changed_since(&seen));
+        // A status patch leaves the generation as it is.
+        let mut status_only = seen.clone();
+        status_only.metadata.resource_version = Some("99".into());
+        writer.apply_watcher_event(&watcher::Event::Apply(status_only));
+        assert!(!caches.changed_since(&seen));
+
+        writer.apply_watcher_event(&watcher::Event::Apply(shift_policy("u1", 4)));
+        assert!(caches.changed_since(&seen), "a newer generation");
+        writer.apply_watcher_event(&watcher::Event::Delete(shift_policy("u1", 4)));
+        assert!(caches.changed_since(&seen), "deleted");
+        writer.apply_watcher_event(&watcher::Event::Apply(shift_policy("u2", 3)));
+        assert!(caches.changed_since(&seen), "deleted and created again");
+    }
 
     #[test]
     fn targets_in_other_namespaces_are_named() {

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::cycle::{self, CycleReport, Environment};
 use super::{Context, Error, PolicyState, foreign_targets, status};
-use crate::actuate::Actuator;
+use crate::actuate::{Actuator, WriteRefused};
 use crate::policy::{ShiftPolicy, ShiftPolicySpec};
 
 pub fn interval_of(spec: &ShiftPolicySpec) -> Duration {
@@ -177,8 +177,15 @@ async fn run(
         remember_writers(ctx.actuator.as_ref(), policy, spec, namespace);
         state.writers_read_in = Some(epoch);
     }
-    let leadership = ctx.leadership.clone();
-    let may_write = move |within: Duration| leadership.may_write(within);
+    let may_write = |within: Duration| {
+        if !ctx.leadership.may_write(within) {
+            Err(WriteRefused::LeadershipLost)
+        } else if ctx.policies.changed_since(policy) {
+            Err(WriteRefused::PolicyChanged)
+        } else {
+            Ok(())
+        }
+    };
     let env = Environment {
         source: ctx.source.as_ref(),
         actuator: ctx.actuator.as_ref(),

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::events::{Event, EventType};
 
 use super::cycle::CycleReport;
-use crate::actuate::{OtherWriter, WriterMemory};
+use crate::actuate::{OtherWriter, WriteRefused, WriterMemory};
 use crate::policy::{
     DecisionStatus, OtherWriterStatus, PeakStatus, ShiftPolicyStatus, ShortfallStatus,
     WorkloadStatus,
@@ -91,10 +91,20 @@ pub fn judge(report: Option<&CycleReport>, invalid: Option<&str>) -> Vec<Judgeme
                 ready.status = false;
                 ready.reason = "ActuationFailed".into();
                 ready.message = report.errors.join("; ");
-            } else if report.lost_leadership {
+            } else if let Some(refused) = report.fenced {
                 ready.status = false;
-                ready.reason = "LostLeadership".into();
-                ready.message = "leadership lost mid-cycle; the next leader continues".into();
+                (ready.reason, ready.message) = match refused {
+                    WriteRefused::LeadershipLost => (
+                        "LostLeadership".into(),
+                        "leadership lost mid-cycle; the next leader continues".into(),
+                    ),
+                    WriteRefused::PolicyChanged => (
+                        "PolicyChanged".into(),
+                        "the policy changed mid-cycle; the rest of the plan made on the old \
+                         spec was not written, the next cycle plans on the new one"
+                            .into(),
+                    ),
+                };
             }
             if !report.missing_metrics.is_empty() {
                 degraded.status = true;

@@ -40,8 +40,8 @@ use kube::core::Selector;
 use serde_json::json;
 
 use super::{
-    ActuateError, Actuator, Fence, Observed, OtherWriter, ScaleOutcome, Target, WriterMemory,
-    pod_requests,
+    ActuateError, Actuator, Fence, Observed, OtherWriter, ScaleOutcome, Target, WriteRefused,
+    WriterMemory, pod_requests,
 };
 use crate::plan::Resources;
 use crate::policy::WorkloadKind;

@@ -13,8 +13,8 @@ fn mock() -> (kube::Client, Handle) {
 }
 
 /// Any write may be sent.
-fn allow(_: Duration) -> bool {
-    true
+fn allow(_: Duration) -> Result<(), WriteRefused> {
+    Ok(())
 }
 
 fn deployment(replicas: i32) -> serde_json::Value {
@@ -377,9 +377,9 @@ async fn a_write_the_fence_refuses_is_never_sent() {
         handle
     });
     // Leadership ran out while the target was read (a stall, a pause).
-    let deposed = |_: Duration| false;
+    let deposed = |_: Duration| Err(WriteRefused::LeadershipLost);
     let outcome = actuator.scale(&target(), 6, &deposed).await.unwrap();
-    assert_eq!(outcome, ScaleOutcome::Fenced);
+    assert_eq!(outcome, ScaleOutcome::Fenced(WriteRefused::LeadershipLost));
     let mut handle = server.await.unwrap();
     drop(actuator);
     assert!(handle.next_request().await.is_none(), "nothing sent");
@@ -398,7 +398,7 @@ async fn the_fence_is_asked_with_the_time_the_write_may_take() {
     let asked = std::sync::Mutex::new(Vec::new());
     let fence = |within: Duration| {
         asked.lock().unwrap().push(within);
-        false
+        Err(WriteRefused::LeadershipLost)
     };
     actuator.scale(&target(), 6, &fence).await.unwrap();
     server.await.unwrap();

@@ -6,7 +6,7 @@ use super::*;
 pub(super) enum WriteFailure {
     /// The object changed since it was read (409): read again.
     Changed,
-    Fenced,
+    Fenced(WriteRefused),
     Error(ActuateError),
 }
 
@@ -44,9 +44,7 @@ impl KubeActuator {
         }));
         // Leadership may have ended during the read (a stall, a pause): asked again right
         // before sending, with the time the request may take.
-        if !fence(self.timeout) {
-            return Err(WriteFailure::Fenced);
-        }
+        fence(self.timeout).map_err(WriteFailure::Fenced)?;
         let written = if scale {
             self.call(
                 &target.to_string(),
@@ -190,9 +188,9 @@ impl KubeActuator {
                         to: replicas,
                     });
                 }
-                Err(WriteFailure::Fenced) => {
-                    tracing::warn!(%target, to = replicas, "not written: leadership lost or running out");
-                    return Ok(ScaleOutcome::Fenced);
+                Err(WriteFailure::Fenced(refused)) => {
+                    tracing::warn!(%target, to = replicas, ?refused, "not written: fenced");
+                    return Ok(ScaleOutcome::Fenced(refused));
                 }
                 Err(WriteFailure::Error(e)) => return Err(e),
                 Err(WriteFailure::Changed) => {

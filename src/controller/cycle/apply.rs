@@ -1,6 +1,7 @@
 //! Stage 5: the plan's writes. Every shrink, then wait until the shrunk pods are gone (the
 //! capacity they held is free only then), then every grow; a workload another writer owns is
-//! left alone, and nothing is written once leadership is lost.
+//! left alone, and nothing is written once the fence refuses (leadership lost, the policy
+//! changed).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -68,8 +69,10 @@ pub(super) async fn apply(env: &Environment<'_>, plan: &Plan, report: &mut Cycle
                 shrink_not_applied |= phase == "shrink";
                 continue;
             }
-            if !report.dry_run && !(env.may_write)(Duration::ZERO) {
-                report.lost_leadership = true;
+            if !report.dry_run
+                && let Err(refused) = (env.may_write)(Duration::ZERO)
+            {
+                report.fenced = Some(refused);
                 return;
             }
             match writer.scale(target, desired, env.may_write).await {
@@ -89,8 +92,8 @@ pub(super) async fn apply(env: &Environment<'_>, plan: &Plan, report: &mut Cycle
                     shrink_not_applied |= phase == "shrink";
                     report.conflicts.push((name.clone(), why));
                 }
-                Ok(ScaleOutcome::Fenced) => {
-                    report.lost_leadership = true;
+                Ok(ScaleOutcome::Fenced(refused)) => {
+                    report.fenced = Some(refused);
                     return;
                 }
                 Err(e) => {

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::actuate::{Actuator, Fence, Target, WriterMemory};
+use crate::actuate::{Actuator, Fence, Target, WriteRefused, WriterMemory};
 use crate::forecast::{FittedModel, ForecastRecord, Forecaster};
 use crate::plan::{Plan, PlanInput, PlanMemory};
 use crate::policy::{Mode, ShiftPolicySpec};
@@ -53,7 +53,8 @@ pub struct Environment<'a> {
     /// The process's fit slots (`FitSlots`): fits are bounded across all policies.
     pub fit_slots: &'a FitSlots,
     /// Checked before every write (by the actuator right before sending it, with the time
-    /// the write may take): false once leadership is lost or about to run out.
+    /// the write may take): refuses once leadership is lost or about to run out, or once the
+    /// policy has changed since the cycle began.
     pub may_write: Fence<'a>,
     /// Longest wait for shrunk pods to be gone before growing anyway.
     pub shrink_wait: Duration,
@@ -111,8 +112,9 @@ pub struct CycleReport {
     pub applied: Vec<Applied>,
     /// Shrunk pods still held capacity when the wait ran out.
     pub shrink_wait_timed_out: bool,
-    /// Leadership was lost during the cycle; the rest was not written.
-    pub lost_leadership: bool,
+    /// The fence refused a write (leadership lost, the policy changed); the rest was not
+    /// written.
+    pub fenced: Option<WriteRefused>,
 }
 
 impl CycleReport {

@@ -128,8 +128,8 @@ impl Actuator for FakeCluster {
         fence: Fence<'a>,
     ) -> BoxFuture<'a, Result<ScaleOutcome, ActuateError>> {
         async move {
-            if !fence(Duration::from_secs(2)) {
-                return Ok(ScaleOutcome::Fenced);
+            if let Err(refused) = fence(Duration::from_secs(2)) {
+                return Ok(ScaleOutcome::Fenced(refused));
             }
             if self.failing.contains(&name(target)) {
                 return Err(ActuateError::Api {
@@ -235,14 +235,29 @@ async fn cycle_at(
     now: i64,
     fit_slots: &FitSlots,
 ) -> CycleReport {
+    let allow = move |_: Duration| match may_write {
+        true => Ok(()),
+        false => Err(WriteRefused::LeadershipLost),
+    };
+    cycle_fenced(spec, source, cluster, memory, &allow, now, fit_slots).await
+}
+
+async fn cycle_fenced(
+    spec: &ShiftPolicySpec,
+    source: &FakeSource,
+    cluster: &FakeCluster,
+    memory: &mut PolicyMemory,
+    fence: Fence<'_>,
+    now: i64,
+    fit_slots: &FitSlots,
+) -> CycleReport {
     let metrics = Metrics::new();
-    let allow = move |_: Duration| may_write;
     let env = Environment {
         source,
         actuator: cluster,
         forecaster: Arc::from(crate::forecast::default_forecaster()),
         fit_slots,
-        may_write: &allow,
+        may_write: fence,
         shrink_wait: Duration::from_secs(5),
         metrics: &metrics,
         policy: "checkout",
@@ -523,13 +538,46 @@ async fn dry_run_and_lost_leadership_write_nothing() {
         false,
     )
     .await;
-    assert!(report.lost_leadership);
+    assert_eq!(report.fenced, Some(WriteRefused::LeadershipLost));
     // Adopting is memory, not a write.
     assert!(
         cluster.log().iter().all(|l| l.starts_with("adopt")),
         "{:?}",
         cluster.log()
     );
+}
+
+#[tokio::test]
+async fn a_policy_changed_mid_cycle_stops_its_writes() {
+    let cluster = FakeCluster::with(&[("payment", 2), ("batch", 8)]);
+    let mut memory = PolicyMemory::default();
+    // The batch shrink is asked twice (by the cycle, then by the actuator right before it
+    // sends); the user's edit lands after it.
+    let asked = std::sync::atomic::AtomicUsize::new(0);
+    let edited_after_the_shrink =
+        |_: Duration| match asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+            true => Ok(()),
+            false => Err(WriteRefused::PolicyChanged),
+        };
+    let report = cycle_fenced(
+        &spec("enforce"),
+        &source(750.0),
+        &cluster,
+        &mut memory,
+        &edited_after_the_shrink,
+        NOW,
+        &FitSlots::new(2),
+    )
+    .await;
+    let writes: Vec<String> = cluster
+        .log()
+        .into_iter()
+        .filter(|l| l.starts_with("scale"))
+        .collect();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert!(writes[0].starts_with("scale batch"), "{writes:?}");
+    assert_eq!(report.fenced, Some(WriteRefused::PolicyChanged));
+    assert_eq!(report.applied.len(), 1, "the shrink made is reported");
 }
 
 #[tokio::test]

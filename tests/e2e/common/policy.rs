@@ -123,6 +123,11 @@ impl PolicyBuilder {
 }
 
 impl Online {
+    /// The workload as JSON, for a patch that replaces a policy's online list.
+    pub fn json(self) -> Value {
+        serde_json::to_value(self.0).expect("a workload serializes")
+    }
+
     pub fn replicas(mut self, min: u32, max: u32) -> Self {
         self.0.replicas.min = min;
         self.0.replicas.max = max;

@@ -179,14 +179,24 @@ pub(crate) async fn bad_policies_are_refused_at_apply_or_reported_and_never_stop
     }
 
     // Policy a turns invalid (an unparseable cron: the schema only counts its fields) in the
-    // same edit that would otherwise shift capacity to payment: nothing of it is applied.
+    // same edit that would otherwise shift capacity to payment: at least 10 replicas. Nothing
+    // of it is applied; a keeps running its last valid generation, which at 50 per replica
+    // and 10% headroom needs 10 replicas only above a demand of 409 (9 x 50 / 1.1); the test
+    // bed's checkout stays under 180.
+    const EDITED_MIN: u32 = 10;
     let edited = unix_now();
-    patch_policy(&admin, &ns, "a", json!({"spec": {
-        "events": [{"name": "sale", "cron": "61 * * * *", "duration": "1h"}],
-        "online": [serde_yaml::from_str::<Value>(&format!(
-            "{{name: a-payment, target: {{kind: Deployment, name: a-payment}}, demand: {{query: '{CHECKOUT}'}}, perReplica: 10, headroom: 0.1, quantile: 0.9, replicas: {{min: 1, max: 12}}, startup: 10s}}"
-        )).expect("online workload")]
-    }}))
+    let edited_payment = common::policy::online("a-payment", CHECKOUT, 10.0)
+        .replicas(EDITED_MIN, 12)
+        .json();
+    patch_policy(
+        &admin,
+        &ns,
+        "a",
+        json!({"spec": {
+            "events": [{"name": "sale", "cron": "61 * * * *", "duration": "1h"}],
+            "online": [edited_payment],
+        }}),
+    )
     .await;
     let a_invalid = wait_until(
         "policy a to be reported invalid",
@@ -199,9 +209,9 @@ pub(crate) async fn bad_policies_are_refused_at_apply_or_reported_and_never_stop
         },
     )
     .await;
-    if !a_invalid.contains("spec.events[0].cron") {
+    if !a_invalid.contains("spec.events[0].cron") || !a_invalid.contains("last valid generation") {
         problems.push(format!(
-            "invalid message does not name the field: {a_invalid}"
+            "invalid message does not name the field, or what runs instead: {a_invalid}"
         ));
     }
     // Policy b keeps working: a change to it is applied while a is invalid.
@@ -216,15 +226,15 @@ pub(crate) async fn bad_policies_are_refused_at_apply_or_reported_and_never_stop
     )
     .await;
     eprintln!("b after its change: {b_after:?}");
-    // a kept its last good plan all along.
+    // a ran its last valid generation all along: its writes (batch following demand, say)
+    // are that spec's, never the invalid edit's.
     let mut wrong = 0;
     let writes = env.audit.daemon_writes(&ns);
-    for w in writes
-        .iter()
-        .filter(|w| w.at >= edited && w.target.contains("/a-"))
-    {
+    for w in writes.iter().filter(|w| {
+        w.at >= edited && w.target.ends_with("/a-payment") && w.to >= u64::from(EDITED_MIN)
+    }) {
         wrong += 1;
-        problems.push(format!("write to a's workload while a was invalid: {w:?}"));
+        problems.push(format!("the invalid edit was applied to a-payment: {w:?}"));
     }
     for w in writes.iter().filter(|w| w.target.contains("/c-")) {
         wrong += 1;
