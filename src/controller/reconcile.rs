@@ -229,7 +229,7 @@ async fn publish(
         ctx.metrics
             .policy_condition
             .with_label_values(&[&name, namespace, j.type_])
-            .set(i64::from(j.status));
+            .set(f64::from(u8::from(j.status)));
     }
     let conditions = status::conditions(&judgements, &previous_conditions, generation);
     let new_status = status::status(report, conditions, generation, previous);

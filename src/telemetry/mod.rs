@@ -13,8 +13,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -34,6 +34,10 @@ pub fn init_logging() {
     };
 }
 
+mod gauges;
+
+pub use gauges::LabelledGauges;
+
 const WORKLOAD_LABELS: &[&str] = &["policy", "namespace", "workload", "class"];
 
 /// The `method` label values of `tideshift_forecast_method` (`ForecastMethod::name`).
@@ -48,24 +52,24 @@ pub struct Metrics {
     registry: Registry,
     /// The same metrics, in name order, for [`Metrics::render`].
     collectors: Arc<Vec<Box<dyn Collector>>>,
-    pub demand: GaugeVec,
-    pub forecast_demand: GaugeVec,
-    pub forecast_peak_demand: GaugeVec,
-    pub desired_replicas: GaugeVec,
-    pub current_replicas: GaugeVec,
-    pub ready_replicas: GaugeVec,
-    pub capacity: GaugeVec,
-    pub shortfall_replicas: GaugeVec,
-    pub forecast_error_ratio: GaugeVec,
-    pub forecast_missed_ratio: GaugeVec,
-    pub forecast_trusted: GaugeVec,
-    pub forecast_method: GaugeVec,
+    pub demand: LabelledGauges,
+    pub forecast_demand: LabelledGauges,
+    pub forecast_peak_demand: LabelledGauges,
+    pub desired_replicas: LabelledGauges,
+    pub current_replicas: LabelledGauges,
+    pub ready_replicas: LabelledGauges,
+    pub capacity: LabelledGauges,
+    pub shortfall_replicas: LabelledGauges,
+    pub forecast_error_ratio: LabelledGauges,
+    pub forecast_missed_ratio: LabelledGauges,
+    pub forecast_trusted: LabelledGauges,
+    pub forecast_method: LabelledGauges,
     pub decision_duration_seconds: HistogramVec,
     pub shifts_total: IntCounterVec,
     pub prometheus_errors_total: IntCounterVec,
     pub kube_api_errors_total: IntCounterVec,
     pub leader: IntGauge,
-    pub policy_condition: IntGaugeVec,
+    pub policy_condition: LabelledGauges,
     pub build_info: IntGaugeVec,
 }
 
@@ -177,15 +181,11 @@ impl Metrics {
         )
         .expect("valid metric definition");
         let leader = families.add(leader);
-        let policy_condition = IntGaugeVec::new(
-            Opts::new(
-                "tideshift_policy_condition",
-                "1 when the policy's condition of this type is True",
-            ),
+        let policy_condition = families.gauge(
+            "tideshift_policy_condition",
+            "1 when the policy's condition of this type is True",
             &["policy", "namespace", "type"],
-        )
-        .expect("valid metric definition");
-        let policy_condition = families.add(policy_condition);
+        );
         let build_info = IntGaugeVec::new(
             Opts::new("tideshift_build_info", "Version of the running daemon"),
             &["version"],
@@ -321,8 +321,8 @@ impl Families {
         collector
     }
 
-    fn gauge(&mut self, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
-        self.add(GaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition"))
+    fn gauge(&mut self, name: &str, help: &str, labels: &[&str]) -> LabelledGauges {
+        self.add(LabelledGauges::new(name, help, labels).expect("valid metric definition"))
     }
 
     fn counter(&mut self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -475,7 +475,7 @@ mod tests {
         metrics
             .policy_condition
             .with_label_values(&["checkout", "shop", "Ready"])
-            .set(1);
+            .set(1.0);
         // Every family has a series now; two more workloads, set out of order, show the order
         // of label values: render() writes exactly what gathering all at once would.
         for workload in ["zeta", "alpha"] {
