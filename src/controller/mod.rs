@@ -13,13 +13,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
 use tokio::sync::Mutex;
 
 use crate::actuate::Actuator;
@@ -78,8 +78,6 @@ struct PolicyState {
     last_good: Option<(Option<i64>, ShiftPolicySpec)>,
     /// Workload (name, class) pairs, to drop their metrics when the policy goes.
     workloads: Vec<(String, &'static str)>,
-    /// When the last cycle started, and for which generation.
-    last_run: Option<(Instant, Option<i64>)>,
     /// The leadership epoch in which what the status says of the workloads' writers was last
     /// handed to the actuator: read again whenever leading begins (a predecessor wrote it).
     writers_read_in: Option<u64>,
@@ -241,6 +239,28 @@ pub fn foreign_targets(spec: &ShiftPolicySpec, namespace: &str) -> Vec<String> {
         .collect()
 }
 
+/// The policies' watch events into the cache (`writer`), and the policies whose reconcile they
+/// start: only a new object or a new generation (a spec edit). The daemon's own status patches
+/// would otherwise wake every policy after every cycle; cycles are paced by their requeue.
+fn policy_triggers(
+    events: impl Stream<Item = Result<watcher::Event<ShiftPolicy>, watcher::Error>> + Send,
+    writer: reflector::store::Writer<ShiftPolicy>,
+) -> impl Stream<Item = Result<ShiftPolicy, watcher::Error>> + Send {
+    events
+        .modify(trim_policy)
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default())
+}
+
+/// What the policy cache keeps of a policy: not its managed fields (a daemon status patch
+/// every cycle makes them a tree of every status field) nor the annotations (`kubectl apply`
+/// keeps a copy of the whole object there).
+fn trim_policy(policy: &mut ShiftPolicy) {
+    policy.metadata.managed_fields = None;
+    policy.metadata.annotations = None;
+}
+
 pub fn error_policy(policy: Arc<ShiftPolicy>, error: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(policy = %policy.name_any(), %error, "reconcile failed");
     Action::requeue(interval_of(&policy.spec).min(Duration::from_secs(10)))
@@ -265,9 +285,11 @@ pub async fn run_controllers(
     let mut stores = Vec::new();
     let mut runs = Vec::new();
     for api in apis {
-        let controller = Controller::new(api, watcher::Config::default());
-        stores.push(controller.store());
-        let run = controller
+        let (store, writer) = reflector::store();
+        let events = watcher(api, watcher::Config::default()).default_backoff();
+        let triggers = policy_triggers(events, writer);
+        stores.push(store.clone());
+        let run = Controller::for_stream(triggers, store)
             .graceful_shutdown_on(shutdown.clone())
             .run(reconcile, error_policy, ctx.clone())
             .for_each(|result| async move {
@@ -323,6 +345,37 @@ spec:
         policy.metadata.uid = Some(uid.into());
         policy.metadata.generation = Some(generation);
         policy
+    }
+
+    #[tokio::test]
+    async fn only_a_new_policy_or_generation_starts_a_reconcile() {
+        // As the API server sends them: with managed fields, and `kubectl apply`'s annotation.
+        let served = |generation: i64, resource_version: &str| {
+            let mut policy = shift_policy("u1", generation);
+            policy.metadata.resource_version = Some(resource_version.into());
+            policy.metadata.managed_fields = Some(vec![Default::default()]);
+            policy.metadata.annotations = Some([("last-applied".into(), "{}".into())].into());
+            policy
+        };
+        let (first, status_patched, edited) = (served(1, "1"), served(1, "2"), served(2, "3"));
+        let events = [first, status_patched, edited]
+            .into_iter()
+            .map(|policy| Ok(watcher::Event::Apply(policy)));
+        let (store, writer) = reflector::store();
+        let triggered: Vec<Option<i64>> = policy_triggers(futures::stream::iter(events), writer)
+            .map(|policy| policy.expect("no error").metadata.generation)
+            .collect()
+            .await;
+        assert_eq!(
+            triggered,
+            [Some(1), Some(2)],
+            "the status patch woke nothing"
+        );
+        let cached = store.state();
+        assert_eq!(cached.len(), 1);
+        assert_eq!(cached[0].metadata.generation, Some(2));
+        assert_eq!(cached[0].metadata.managed_fields, None);
+        assert_eq!(cached[0].metadata.annotations, None);
     }
 
     #[test]

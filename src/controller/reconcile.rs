@@ -1,6 +1,6 @@
 //! One reconcile of one policy, in three steps that hand data forward:
-//! - `admit`: is a cycle due, and on which spec (the policy's own, or its last valid
-//!   generation's when the new one is refused);
+//! - `admit`: on which spec (the policy's own, or its last valid generation's when the new
+//!   one is refused);
 //! - `run`: the cycle (`cycle::run_cycle`) on the admitted spec;
 //! - `publish`: status, conditions and Events, written only while leading.
 
@@ -34,10 +34,7 @@ pub async fn reconcile(policy: Arc<ShiftPolicy>, ctx: Arc<Context>) -> Result<Ac
     let state = ctx.state(&key).await;
     let mut state = state.lock().await;
     let started = Instant::now();
-    let admitted = match admit(&policy, &ctx, &mut state, &namespace, started) {
-        Ok(admitted) => admitted,
-        Err(wait) => return Ok(Action::requeue(wait)),
-    };
+    let admitted = admit(&policy, &ctx, &mut state, &namespace);
     let report = match &admitted.spec {
         Some(spec) => Some(run(&policy, &ctx, &mut state, spec, &name, &namespace).await),
         None => None,
@@ -104,28 +101,15 @@ struct Admitted {
     invalid: Option<String>,
 }
 
-/// Whether a cycle is due (`Err`: not before this wait), and on which spec.
+/// On which spec the cycle runs. A reconcile is a cycle: only a new generation and the
+/// requeue start one (the controller's generation predicate, `run_controllers`).
 fn admit(
     policy: &ShiftPolicy,
     ctx: &Context,
     state: &mut PolicyState,
     namespace: &str,
-    started: Instant,
-) -> Result<Admitted, Duration> {
+) -> Admitted {
     let generation = policy.metadata.generation;
-    // Our own status patches wake the controller too; a cycle runs once per interval unless
-    // the spec changed.
-    let interval = state
-        .last_good
-        .as_ref()
-        .map_or(interval_of(&policy.spec), |(_, spec)| interval_of(spec));
-    if let Some((last, last_generation)) = state.last_run
-        && last_generation == generation
-        && last.elapsed() + Duration::from_millis(100) < interval
-    {
-        return Err(interval - last.elapsed());
-    }
-    state.last_run = Some((started, generation));
 
     let checked = crate::policy::validate::validate(policy)
         .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())
@@ -148,10 +132,10 @@ fn admit(
         }
         Err(errors) => Some(errors.join("; ")),
     };
-    Ok(Admitted {
+    Admitted {
         spec: state.last_good.as_ref().map(|(_, spec)| spec.clone()),
         invalid,
-    })
+    }
 }
 
 /// One cycle on the admitted spec.
