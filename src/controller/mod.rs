@@ -326,22 +326,8 @@ mod tests {
     use super::*;
 
     fn shift_policy(uid: &str, generation: i64) -> ShiftPolicy {
-        let mut policy: ShiftPolicy = serde_yaml::from_str(
-            r#"
-apiVersion: tideshift.io/v1alpha1
-kind: ShiftPolicy
-metadata: {name: checkout, namespace: shop}
-spec:
-  capacity: {cpu: "4"}
-  online:
-    - name: payment
-      target: {kind: Deployment, name: payment}
-      demand: {query: q}
-      perReplica: 10
-      replicas: {min: 1, max: 4}
-"#,
-        )
-        .expect("policy");
+        let mut policy = ShiftPolicy::new("checkout", crate::plan::testutil::spec());
+        policy.metadata.namespace = Some("shop".into());
         policy.metadata.uid = Some(uid.into());
         policy.metadata.generation = Some(generation);
         policy
