@@ -261,9 +261,12 @@ fn trim_policy(policy: &mut ShiftPolicy) {
     policy.metadata.annotations = None;
 }
 
+/// A failed reconcile (its status not written) runs again at the policy's cadence: a reconcile
+/// is a whole cycle, and an early one would only add reads and writes to an API server that is
+/// already failing.
 pub fn error_policy(policy: Arc<ShiftPolicy>, error: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(policy = %policy.name_any(), %error, "reconcile failed");
-    Action::requeue(interval_of(&policy.spec).min(Duration::from_secs(10)))
+    Action::requeue(interval_of(&policy.spec))
 }
 
 /// Run one Controller per namespace (or one over all namespaces) until `shutdown`; calls
