@@ -131,10 +131,32 @@ pub(crate) async fn prometheus_down_slow_or_erroring_holds_the_plan_and_recovers
     // 3 -> 4 the second a 5xx fault ended). A shift is wrong when its own cycle found demand
     // unreadable (the daemon's word), or when the proxy passed it no answer from Prometheus
     // while that cycle ran (the proxy's word): then it was decided on stale data.
+    //
+    // One exception, by design: a cycle whose history read failed while its latest value was
+    // read (Prometheus came back between the two) holds payment, but never below the need of
+    // that fresh value (`onMissingMetrics: hold`), so it may grow payment and nothing else.
+    // The daemon names payment unreadable (its history was); the proxy says an answer came.
     let shifts = daemon.shifts();
     eprintln!("fault windows (start, restore): {fault_windows:?}");
+    let only_payment_grows = |summary: &str| {
+        summary
+            .strip_prefix("scaled payment ")
+            .is_some_and(|moved| {
+                moved
+                    .split_once('→')
+                    .and_then(|(from, to)| {
+                        Some((from.parse::<u32>().ok()?, to.parse::<u32>().ok()?))
+                    })
+                    .is_some_and(|(from, to)| to > from)
+            })
+    };
     for shift in shifts.iter().filter(|s| !s.dry_run) {
-        if !shift.demand_unreadable.is_empty() {
+        let grown_on_a_fresh_value =
+            only_payment_grows(&shift.summary) && proxy.answered_between(shift.started, shift.at);
+        if !shift.demand_unreadable.is_empty() && grown_on_a_fresh_value {
+            eprintln!("payment grown on a fresh value, its history unreadable: {shift:?}");
+        }
+        if !shift.demand_unreadable.is_empty() && !grown_on_a_fresh_value {
             wrong += 1;
             problems.push(format!("shift decided with demand unreadable: {shift:?}"));
         } else if !proxy.answered_between(shift.started, shift.at) {
