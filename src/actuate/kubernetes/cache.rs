@@ -1,9 +1,10 @@
 //! Watch-backed views of what every cycle reads: the Deployments, StatefulSets, Jobs and HPAs of
 //! the watched namespaces, and the Nodes once a policy takes its capacity from a node selector
-//! (kube-runtime reflectors), trimmed to what the daemon uses (replicas, readiness, pod
-//! requests, selectors, the managers of the replica fields, an HPA's target, a Node's labels
-//! and allocatable), so that a cycle reads no object from the API server and the stores stay
-//! small.
+//! (kube-runtime reflectors), so that a cycle reads no object from the API server. A view keeps
+//! of each object only what a read takes from it (`Watched::keep`: replicas, readiness, one
+//! pod's requests, the selector, the last writer of the replica fields, an HPA's target, a
+//! Node's allocatable), computed once when the watch delivers the object: a few hundred bytes
+//! where the object takes kilobytes.
 //!
 //! Pods are not watched: the daemon counts a target's pods only while it waits for a shrink to
 //! free capacity, a few cycles per shift, and a watch would hold every pod of the namespaces.
@@ -14,11 +15,10 @@
 //! server restart, a slow watch), so a foreign write the view suggests is confirmed with a read
 //! from the server before it becomes a conflict (`KubeActuator::observe_read`).
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+use futures::{StreamExt, TryStreamExt};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
@@ -26,6 +26,122 @@ use super::*;
 
 /// Objects per page of a view's list (kube-runtime's default is 500).
 const LIST_PAGE: u32 = 100;
+
+/// A kind a view watches, and what the view keeps of each of its objects.
+pub(super) trait Watched:
+    kube::Resource<DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    type Kept: Clone + std::fmt::Debug + Send + Sync + 'static;
+    /// Whether the view matches selectors on the objects' labels, and so keeps them.
+    const LABELS: bool = false;
+    fn keep(&self) -> Self::Kept;
+}
+
+impl Watched for Deployment {
+    type Kept = WorkloadObject;
+    fn keep(&self) -> WorkloadObject {
+        WorkloadObject::deployment(self)
+    }
+}
+
+impl Watched for StatefulSet {
+    type Kept = WorkloadObject;
+    fn keep(&self) -> WorkloadObject {
+        WorkloadObject::statefulset(self)
+    }
+}
+
+/// A Job, and whether it has finished: a selector's target leaves finished Jobs out.
+impl Watched for Job {
+    type Kept = (WorkloadObject, bool);
+    const LABELS: bool = true;
+    fn keep(&self) -> (WorkloadObject, bool) {
+        (WorkloadObject::job(self), job_finished(self))
+    }
+}
+
+/// The kind and name of the object an HPA scales.
+impl Watched for HorizontalPodAutoscaler {
+    type Kept = (String, String);
+    fn keep(&self) -> (String, String) {
+        let target = &self.spec.scale_target_ref;
+        (target.kind.clone(), target.name.clone())
+    }
+}
+
+impl Watched for Node {
+    type Kept = NodeCapacity;
+    const LABELS: bool = true;
+    fn keep(&self) -> NodeCapacity {
+        NodeCapacity::of(self)
+    }
+}
+
+/// What a view holds of one object: its name and namespace (the store's key), its labels
+/// where the view matches selectors on them, and what a read takes from it.
+#[derive(Clone, Debug)]
+pub(super) struct Kept<K: Watched> {
+    metadata: ObjectMeta,
+    kept: K::Kept,
+}
+
+impl<K: Watched> Kept<K> {
+    pub(super) fn of(object: &K) -> Self {
+        let meta = object.meta();
+        Self {
+            metadata: ObjectMeta {
+                name: meta.name.clone(),
+                namespace: meta.namespace.clone(),
+                labels: if K::LABELS { meta.labels.clone() } else { None },
+                ..Default::default()
+            },
+            kept: object.keep(),
+        }
+    }
+}
+
+/// The kind is the watched kind's: a view's store is keyed, and reported, as that kind.
+impl<K: Watched> kube::Resource for Kept<K> {
+    type DynamicType = ();
+    type Scope = K::Scope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        K::kind(dt)
+    }
+    fn group(dt: &()) -> Cow<'_, str> {
+        K::group(dt)
+    }
+    fn version(dt: &()) -> Cow<'_, str> {
+        K::version(dt)
+    }
+    fn plural(dt: &()) -> Cow<'_, str> {
+        K::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// A watch event of `K` as its view keeps it.
+fn kept<K: Watched>(event: watcher::Event<K>) -> watcher::Event<Kept<K>> {
+    use watcher::Event;
+    match event {
+        Event::Apply(object) => Event::Apply(Kept::of(&object)),
+        Event::Delete(object) => Event::Delete(Kept::of(&object)),
+        Event::Init => Event::Init,
+        Event::InitApply(object) => Event::InitApply(Kept::of(&object)),
+        Event::InitDone => Event::InitDone,
+    }
+}
 
 /// The reflectors of one namespace, or of the whole cluster (`namespace: None`).
 struct Scope {
@@ -39,31 +155,22 @@ struct Scope {
 /// One reflector's store, and whether it is current: its list is in and its watch is
 /// delivering. It is not between a watch error and the next event, nor while a new list is
 /// being read after one (the store still holds the old list then).
-struct View<K: kube::Resource<DynamicType = ()> + 'static> {
-    store: Store<K>,
+struct View<K: Watched> {
+    store: Store<Kept<K>>,
     current: Arc<AtomicBool>,
 }
 
-impl<K> View<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    /// Start the reflector on `api`; `trim` keeps only what the daemon reads of each object.
-    fn start(api: Api<K>, what: &'static str, scope: String, trim: fn(&mut K)) -> Self {
+impl<K: Watched> View<K> {
+    /// Start the reflector on `api`.
+    fn start(api: Api<K>, what: &'static str, scope: String) -> Self {
         let (store, writer) = reflector::store();
         let current = Arc::new(AtomicBool::new(false));
         let flag = current.clone();
-        // Lists come in pages of `LIST_PAGE`: a page is held whole, untrimmed, while it is read.
+        // Lists come in pages of `LIST_PAGE`: a page is held whole while it is read.
         let config = watcher::Config::default().page_size(LIST_PAGE);
         let stream = watcher(api, config)
             .default_backoff()
-            .modify(trim)
+            .map_ok(kept)
             .reflect(writer);
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
@@ -97,19 +204,24 @@ where
     /// A view that holds `objects` and is current, with the writer that changes it (a watch
     /// that delivers when the test says so).
     #[cfg(test)]
-    pub(super) fn fixed(objects: Vec<K>) -> (Self, reflector::store::Writer<K>) {
+    pub(super) fn fixed(objects: &[K]) -> (Self, reflector::store::Writer<Kept<K>>) {
         let (store, mut writer) = reflector::store();
         writer.apply_watcher_event(&watcher::Event::Init);
         for object in objects {
-            writer.apply_watcher_event(&watcher::Event::InitApply(object));
+            writer.apply_watcher_event(&watcher::Event::InitApply(Kept::of(object)));
         }
         writer.apply_watcher_event(&watcher::Event::InitDone);
         let current = Arc::new(AtomicBool::new(true));
         (Self { store, current }, writer)
     }
 
-    fn ready(&self) -> Option<&Store<K>> {
+    fn ready(&self) -> Option<&Store<Kept<K>>> {
         self.current.load(Ordering::Acquire).then_some(&self.store)
+    }
+
+    /// What the view keeps of the object `name` of `namespace`, if it holds it.
+    fn get(&self, namespace: &str, name: &str) -> Option<Arc<Kept<K>>> {
+        self.ready()?.get(&ObjectRef::new(name).within(namespace))
     }
 }
 
@@ -135,25 +247,14 @@ impl WorkloadCache {
             .map(|namespace| {
                 let label = namespace.clone().unwrap_or_else(|| "(all)".into());
                 Scope {
-                    deployments: View::start(
-                        api(client, &namespace),
-                        "Deployment",
-                        label.clone(),
-                        trim_deployment,
-                    ),
+                    deployments: View::start(api(client, &namespace), "Deployment", label.clone()),
                     statefulsets: View::start(
                         api(client, &namespace),
                         "StatefulSet",
                         label.clone(),
-                        trim_statefulset,
                     ),
-                    jobs: View::start(api(client, &namespace), "Job", label.clone(), trim_job),
-                    hpas: View::start(
-                        api(client, &namespace),
-                        "HorizontalPodAutoscaler",
-                        label,
-                        trim_hpa,
-                    ),
+                    jobs: View::start(api(client, &namespace), "Job", label.clone()),
+                    hpas: View::start(api(client, &namespace), "HorizontalPodAutoscaler", label),
                     namespace,
                 }
             })
@@ -171,21 +272,15 @@ impl WorkloadCache {
         &self,
         selector: &BTreeMap<String, String>,
     ) -> Option<Resources> {
-        let view = self.nodes.get_or_init(|| {
-            View::start(
-                Api::all(self.client.clone()),
-                "Node",
-                "(cluster)".into(),
-                trim_node,
-            )
-        });
-        let store = view.ready()?;
-        let nodes = store.state();
+        let view = self
+            .nodes
+            .get_or_init(|| View::start(Api::all(self.client.clone()), "Node", "(cluster)".into()));
+        let nodes = view.ready()?.state();
         Some(schedulable_allocatable(
             nodes
                 .iter()
                 .filter(|node| selects(selector, node.metadata.labels.as_ref()))
-                .map(|node| node.as_ref()),
+                .map(|node| node.kept),
         ))
     }
 
@@ -195,15 +290,15 @@ impl WorkloadCache {
     pub(super) fn fixed(
         client: kube::Client,
         namespace: &str,
-        deployments: Vec<Deployment>,
-    ) -> (Self, reflector::store::Writer<Deployment>) {
+        deployments: &[Deployment],
+    ) -> (Self, reflector::store::Writer<Kept<Deployment>>) {
         let (deployments, writer) = View::fixed(deployments);
         let scope = Scope {
             namespace: Some(namespace.to_string()),
             deployments,
-            statefulsets: View::fixed(Vec::new()).0,
-            jobs: View::fixed(Vec::new()).0,
-            hpas: View::fixed(Vec::new()).0,
+            statefulsets: View::fixed(&[]).0,
+            jobs: View::fixed(&[]).0,
+            hpas: View::fixed(&[]).0,
         };
         let cache = Self {
             scopes: vec![scope],
@@ -223,51 +318,31 @@ impl WorkloadCache {
     /// not in yet, or the object not in the view: it may be new).
     pub(super) fn read(&self, target: &Target) -> Option<Read> {
         let scope = self.scope(&target.namespace)?;
-        match target.kind {
-            WorkloadKind::Deployment => view_single(&scope.deployments, target, |d| {
-                let ready = d.status.as_ref().and_then(|s| s.ready_replicas);
-                (
-                    &d.metadata,
-                    d.spec.replicas,
-                    ready,
-                    &d.spec.template,
-                    &d.spec.selector,
-                )
-            }),
-            WorkloadKind::StatefulSet => view_single(&scope.statefulsets, target, |s| {
-                let ready = s.status.as_ref().and_then(|s| s.ready_replicas);
-                (
-                    &s.metadata,
-                    s.spec.replicas,
-                    ready,
-                    &s.spec.template,
-                    &s.spec.selector,
-                )
-            }),
-            WorkloadKind::Job => {
-                let store = scope.jobs.ready()?;
-                let jobs: Vec<Job> = match (&target.name, &target.selector) {
-                    (Some(name), _) => {
-                        let reference = ObjectRef::new(name).within(&target.namespace);
-                        vec![store.get(&reference)?.as_ref().clone()]
-                    }
-                    (None, Some(selector)) if !selector.is_empty() => {
-                        let mut jobs: Vec<Job> = store
-                            .state_filter(|job| {
-                                job.metadata.namespace.as_deref() == Some(&target.namespace)
-                                    && selects(selector, job.metadata.labels.as_ref())
-                                    && !job_finished(job)
-                            })
-                            .iter()
-                            .map(|job| job.as_ref().clone())
-                            .collect();
-                        jobs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-                        jobs
-                    }
-                    _ => return None,
-                };
-                Some(jobs_read(target, jobs))
+        let namespace = target.namespace.as_str();
+        match (target.kind, &target.name) {
+            (WorkloadKind::Deployment, Some(name)) => {
+                let kept = scope.deployments.get(namespace, name)?;
+                Some(Read::of([kept.kept.clone()]))
             }
+            (WorkloadKind::StatefulSet, Some(name)) => {
+                let kept = scope.statefulsets.get(namespace, name)?;
+                Some(Read::of([kept.kept.clone()]))
+            }
+            (WorkloadKind::Job, Some(name)) => {
+                let kept = scope.jobs.get(namespace, name)?;
+                Some(Read::of([kept.kept.0.clone()]))
+            }
+            (WorkloadKind::Job, None) => {
+                let selector = target.selector.as_ref().filter(|s| !s.is_empty())?;
+                let mut jobs = scope.jobs.ready()?.state_filter(|job| {
+                    job.metadata.namespace.as_deref() == Some(namespace)
+                        && selects(selector, job.metadata.labels.as_ref())
+                        && !job.kept.1
+                });
+                jobs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+                Some(Read::of(jobs.iter().map(|job| job.kept.0.clone())))
+            }
+            (WorkloadKind::Deployment | WorkloadKind::StatefulSet, None) => None,
         }
     }
 
@@ -285,49 +360,12 @@ impl WorkloadCache {
             store
                 .find(|hpa| {
                     hpa.metadata.namespace.as_deref() == Some(&target.namespace)
-                        && hpa.spec.scale_target_ref.kind == kind
-                        && &hpa.spec.scale_target_ref.name == name
+                        && hpa.kept.0 == kind
+                        && &hpa.kept.1 == name
                 })
-                .map(|hpa| autoscaler_reason(target, &hpa)),
+                .map(|hpa| autoscaler_reason(target, hpa.metadata.name.as_deref())),
         )
     }
-}
-
-/// The parts of a Deployment or StatefulSet that `single` reads.
-type SingleParts<'a> = (
-    &'a ObjectMeta,
-    Option<i32>,
-    Option<i32>,
-    &'a PodTemplateSpec,
-    &'a LabelSelector,
-);
-
-/// A Deployment or StatefulSet target as its view holds it.
-fn view_single<K>(
-    view: &View<K>,
-    target: &Target,
-    parts: impl Fn(&K) -> SingleParts<'_>,
-) -> Option<Read>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let reference = ObjectRef::new(target.name.as_deref()?).within(&target.namespace);
-    let object = view.ready()?.get(&reference)?;
-    let (meta, replicas, ready, template, selector) = parts(&object);
-    Some(single(
-        target,
-        meta,
-        replicas,
-        ready,
-        template.clone(),
-        selector.clone(),
-    ))
 }
 
 fn api<K>(client: &kube::Client, namespace: &Option<String>) -> Api<K>
@@ -347,157 +385,16 @@ fn selects(selector: &BTreeMap<String, String>, labels: Option<&BTreeMap<String,
         .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
 }
 
-/// What `last_writer` reads of `managedFields`: each entry's manager, time and whether it owns
-/// a replica field, nothing else of the (large) field sets.
-fn trim_managed_fields(meta: &mut ObjectMeta, kind: WorkloadKind) {
-    let fields = replica_fields(kind);
-    meta.annotations = None;
-    meta.managed_fields = meta.managed_fields.take().map(|entries| {
-        entries
-            .into_iter()
-            .filter_map(|entry| {
-                let owned: serde_json::Map<String, serde_json::Value> = entry
-                    .fields_v1
-                    .as_ref()
-                    .and_then(|f| f.0.get("f:spec"))
-                    .and_then(|spec| spec.as_object())
-                    .map(|spec| {
-                        spec.iter()
-                            .filter(|(k, _)| fields.contains(&k.as_str()))
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                if owned.is_empty() {
-                    return None;
-                }
-                Some(ManagedFieldsEntry {
-                    manager: entry.manager,
-                    time: entry.time,
-                    fields_v1: Some(FieldsV1(serde_json::json!({ "f:spec": owned }))),
-                    ..Default::default()
-                })
-            })
-            .collect()
-    });
-}
-
-/// What `pod_requests` reads of a pod template: each container's resources.
-fn trim_template(template: &mut PodTemplateSpec) {
-    template.metadata = None;
-    let containers = |list: Vec<Container>| -> Vec<Container> {
-        list.into_iter()
-            .map(|c| Container {
-                name: c.name,
-                resources: c.resources,
-                restart_policy: c.restart_policy,
-                ..Default::default()
-            })
-            .collect()
-    };
-    template.spec = template.spec.take().map(|spec| PodSpec {
-        containers: containers(spec.containers),
-        init_containers: spec.init_containers.map(containers),
-        overhead: spec.overhead,
-        ..Default::default()
-    });
-}
-
-fn trim_deployment(d: &mut Deployment) {
-    trim_managed_fields(&mut d.metadata, WorkloadKind::Deployment);
-    d.metadata.labels = None;
-    trim_template(&mut d.spec.template);
-    d.status = d
-        .status
-        .take()
-        .map(|s| k8s_openapi::api::apps::v1::DeploymentStatus {
-            ready_replicas: s.ready_replicas,
-            ..Default::default()
-        });
-}
-
-fn trim_statefulset(s: &mut StatefulSet) {
-    trim_managed_fields(&mut s.metadata, WorkloadKind::StatefulSet);
-    s.metadata.labels = None;
-    trim_template(&mut s.spec.template);
-    s.spec.volume_claim_templates = None;
-    s.status = s
-        .status
-        .take()
-        .map(|st| k8s_openapi::api::apps::v1::StatefulSetStatus {
-            ready_replicas: st.ready_replicas,
-            replicas: st.replicas,
-            ..Default::default()
-        });
-}
-
-fn trim_job(j: &mut Job) {
-    // Labels stay: a selector target finds its Jobs by them.
-    trim_managed_fields(&mut j.metadata, WorkloadKind::Job);
-    if let Some(spec) = j.spec.as_mut() {
-        trim_template(&mut spec.template);
-    }
-    j.status = j
-        .status
-        .take()
-        .map(|s| k8s_openapi::api::batch::v1::JobStatus {
-            ready: s.ready,
-            conditions: s.conditions.map(|conditions| {
-                conditions
-                    .into_iter()
-                    .filter(|c| c.type_ == "Complete" || c.type_ == "Failed")
-                    .map(|c| k8s_openapi::api::batch::v1::JobCondition {
-                        type_: c.type_,
-                        status: c.status,
-                        ..Default::default()
-                    })
-                    .collect()
-            }),
-            ..Default::default()
-        });
-}
-
-fn trim_node(n: &mut Node) {
-    // Labels stay: a policy selects its Nodes by them.
-    n.metadata.annotations = None;
-    n.metadata.managed_fields = None;
-    n.spec = n
-        .spec
-        .take()
-        .map(|spec| k8s_openapi::api::core::v1::NodeSpec {
-            unschedulable: spec.unschedulable,
-            ..Default::default()
-        });
-    n.status = n
-        .status
-        .take()
-        .map(|status| k8s_openapi::api::core::v1::NodeStatus {
-            allocatable: status.allocatable.map(|mut allocatable| {
-                allocatable.retain(|resource, _| resource == "cpu" || resource == "memory");
-                allocatable
-            }),
-            ..Default::default()
-        });
-}
-
-fn trim_hpa(h: &mut HorizontalPodAutoscaler) {
-    h.metadata.annotations = None;
-    h.metadata.labels = None;
-    h.metadata.managed_fields = None;
-    h.spec.metrics = None;
-    h.spec.behavior = None;
-    h.status = None;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn trimming_keeps_what_the_daemon_reads() {
-        let mut deployment: Deployment = serde_json::from_value(serde_json::json!({
+    fn a_view_keeps_what_a_read_takes_and_no_more() {
+        let deployment: Deployment = serde_json::from_value(serde_json::json!({
             "metadata": {
                 "name": "payment", "namespace": "shop", "resourceVersion": "7",
+                "labels": {"app": "payment"},
                 "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
                 "managedFields": [
                     {"manager": "kubectl", "operation": "Update", "time": "2026-11-26T08:00:00Z",
@@ -523,47 +420,34 @@ mod tests {
             "status": {"readyReplicas": 2, "conditions": [{"type": "Available", "status": "True"}]}
         }))
         .expect("deployment");
-        let target = Target {
-            kind: WorkloadKind::Deployment,
-            namespace: "shop".into(),
-            name: Some("payment".into()),
-            selector: None,
-        };
-        let before = single(
-            &target,
-            &deployment.metadata,
-            deployment.spec.replicas,
-            deployment.status.as_ref().and_then(|s| s.ready_replicas),
-            deployment.spec.template.clone(),
-            deployment.spec.selector.clone(),
-        );
-        let size_before = serde_json::to_string(&deployment).unwrap().len();
-        trim_deployment(&mut deployment);
-        let size_after = serde_json::to_string(&deployment).unwrap().len();
-        let after = single(
-            &target,
-            &deployment.metadata,
-            deployment.spec.replicas,
-            deployment.status.as_ref().and_then(|s| s.ready_replicas),
-            deployment.spec.template.clone(),
-            deployment.spec.selector.clone(),
-        );
+        let kept = Kept::of(&deployment);
+        assert_eq!(kept.kept, WorkloadObject::deployment(&deployment));
+        let read = Read::of([kept.kept.clone()]);
+        assert_eq!((read.replicas, read.ready), (3, 2));
+        let pod = read.pod.expect("the pod's requests");
+        assert_eq!((pod.cpu, pod.memory), (0.5, 256.0 * 1024.0 * 1024.0));
+        assert_eq!(read.objects[0].name, "payment");
+        assert_eq!(read.objects[0].last_writer.as_deref(), Some("kubectl"));
+        assert_eq!(read.objects[0].resource_version.as_deref(), Some("7"));
+        let app = read.selectors[0]
+            .match_labels
+            .as_ref()
+            .and_then(|l| l.get("app"));
+        assert_eq!(app.map(String::as_str), Some("payment"));
+        // The store's key, and nothing else of the object's metadata.
+        let meta = &kept.metadata;
         assert_eq!(
-            (after.replicas, after.ready),
-            (before.replicas, before.ready)
+            (meta.name.as_deref(), meta.namespace.as_deref()),
+            (Some("payment"), Some("shop"))
         );
-        assert_eq!(after.pod, before.pod);
-        assert_eq!(after.objects[0].last_writer.as_deref(), Some("kubectl"));
-        assert_eq!(after.objects[0].resource_version.as_deref(), Some("7"));
-        assert!(size_after < size_before, "{size_after} >= {size_before}");
-        let container = &deployment.spec.template.spec.as_ref().unwrap().containers[0];
-        assert!(container.env.is_none() && container.image.is_none());
+        assert!(meta.annotations.is_none() && meta.managed_fields.is_none());
+        assert!(meta.labels.is_none() && meta.resource_version.is_none());
     }
 
     #[test]
-    fn a_trimmed_node_still_offers_its_allocatable_to_the_policies_that_select_it() {
-        let node = |name: &str, pool: &str, unschedulable: bool| -> Node {
-            let mut node: Node = serde_json::from_value(serde_json::json!({
+    fn a_kept_node_still_offers_its_allocatable_to_the_policies_that_select_it() {
+        let node = |name: &str, pool: &str, unschedulable: bool| -> Kept<Node> {
+            let node: Node = serde_json::from_value(serde_json::json!({
                 "metadata": {"name": name, "labels": {"pool": pool},
                              "annotations": {"node.alpha.kubernetes.io/ttl": "0"}},
                 "spec": {"unschedulable": unschedulable, "podCIDR": "10.0.0.0/24"},
@@ -573,8 +457,7 @@ mod tests {
                 }
             }))
             .expect("node");
-            trim_node(&mut node);
-            node
+            Kept::of(&node)
         };
         let nodes = [
             node("a", "batch", false),
@@ -586,13 +469,12 @@ mod tests {
         let total = schedulable_allocatable(
             nodes
                 .iter()
-                .filter(|n| selects(&selector, n.metadata.labels.as_ref())),
+                .filter(|n| selects(&selector, n.metadata.labels.as_ref()))
+                .map(|n| n.kept),
         );
         assert_eq!(total.cpu, 8.0);
         assert_eq!(total.memory, 16.0 * 1024.0 * 1024.0 * 1024.0);
-        let status = nodes[0].status.as_ref().expect("status");
-        assert!(status.images.is_none());
-        assert_eq!(status.allocatable.as_ref().map(|a| a.len()), Some(2));
+        assert!(nodes[0].metadata.annotations.is_none());
     }
 
     #[test]

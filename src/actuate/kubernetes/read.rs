@@ -1,12 +1,10 @@
 //! Reading targets: the workload objects (a Deployment, a StatefulSet, the Jobs of a
 //! selector), the HPAs that would fight over them, their pods and the Nodes' capacity.
 
-use k8s_openapi::api::core::v1::PodTemplateSpec;
-
 use super::*;
 
 /// One object that holds (a share of) a target's replicas, as read.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub(super) struct ObjectRead {
     pub(super) name: String,
     pub(super) replicas: u32,
@@ -81,12 +79,72 @@ pub(super) fn last_writer(meta: &ObjectMeta, fields: &[&str]) -> Option<String> 
         .and_then(|entry| entry.manager.clone())
 }
 
-pub(super) fn object_read(meta: &ObjectMeta, kind: WorkloadKind, replicas: u32) -> ObjectRead {
-    ObjectRead {
-        name: meta.name.clone().unwrap_or_default(),
-        replicas,
-        resource_version: meta.resource_version.clone(),
-        last_writer: last_writer(meta, replica_fields(kind)),
+/// What a read takes from one Deployment, StatefulSet or Job. An answer of the API server is
+/// reduced to it on arrival, and a watched view keeps only this of each object: a few hundred
+/// bytes where the object (its pod template's containers alone) takes kilobytes.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct WorkloadObject {
+    pub(super) object: ObjectRead,
+    pub(super) ready: u32,
+    /// Requests of one of its pods.
+    pub(super) pod: Option<Resources>,
+    pub(super) selector: Option<LabelSelector>,
+}
+
+impl WorkloadObject {
+    fn new(
+        meta: &ObjectMeta,
+        kind: WorkloadKind,
+        replicas: u32,
+        ready: Option<i32>,
+        pod: Option<&k8s_openapi::api::core::v1::PodSpec>,
+        selector: Option<LabelSelector>,
+    ) -> Self {
+        Self {
+            object: ObjectRead {
+                name: meta.name.clone().unwrap_or_default(),
+                replicas,
+                resource_version: meta.resource_version.clone(),
+                last_writer: last_writer(meta, replica_fields(kind)),
+            },
+            ready: to_u32(ready, 0),
+            pod: pod.and_then(pod_requests),
+            selector,
+        }
+    }
+
+    pub(super) fn deployment(d: &Deployment) -> Self {
+        Self::new(
+            &d.metadata,
+            WorkloadKind::Deployment,
+            to_u32(d.spec.replicas, 1),
+            d.status.as_ref().and_then(|s| s.ready_replicas),
+            d.spec.template.spec.as_ref(),
+            Some(d.spec.selector.clone()),
+        )
+    }
+
+    pub(super) fn statefulset(s: &StatefulSet) -> Self {
+        Self::new(
+            &s.metadata,
+            WorkloadKind::StatefulSet,
+            to_u32(s.spec.replicas, 1),
+            s.status.as_ref().and_then(|s| s.ready_replicas),
+            s.spec.template.spec.as_ref(),
+            Some(s.spec.selector.clone()),
+        )
+    }
+
+    pub(super) fn job(j: &Job) -> Self {
+        let spec = j.spec.as_ref();
+        Self::new(
+            &j.metadata,
+            WorkloadKind::Job,
+            job_replicas(j),
+            j.status.as_ref().and_then(|s| s.ready),
+            spec.and_then(|s| s.template.spec.as_ref()),
+            spec.and_then(|s| s.selector.clone()),
+        )
     }
 }
 
@@ -101,85 +159,75 @@ pub(super) fn larger_pod(a: Option<Resources>, b: Option<Resources>) -> Option<R
     }
 }
 
-/// A Deployment or a StatefulSet: one object that holds all of the target's replicas.
-pub(super) fn single(
-    target: &Target,
-    meta: &ObjectMeta,
-    replicas: Option<i32>,
-    ready: Option<i32>,
-    template: PodTemplateSpec,
-    selector: LabelSelector,
-) -> Read {
-    let replicas = to_u32(replicas, 1);
-    Read {
-        replicas,
-        ready: to_u32(ready, 0),
-        pod: template.spec.as_ref().and_then(pod_requests),
-        selectors: vec![selector],
-        objects: vec![object_read(meta, target.kind, replicas)],
-    }
-}
-
-/// The Jobs of a target (a named Job, or those a selector matches): their replicas add up.
-pub(super) fn jobs_read(target: &Target, jobs: Vec<Job>) -> Read {
-    let mut read = Read {
-        replicas: 0,
-        ready: 0,
-        pod: None,
-        selectors: Vec::new(),
-        objects: Vec::new(),
-    };
-    for job in jobs {
-        let replicas = job_replicas(&job);
-        read.replicas += replicas;
-        read.ready += to_u32(job.status.as_ref().and_then(|s| s.ready), 0);
-        read.objects
-            .push(object_read(&job.metadata, target.kind, replicas));
-        if let Some(spec) = job.spec {
-            read.pod = larger_pod(read.pod, spec.template.spec.as_ref().and_then(pod_requests));
-            read.selectors.extend(spec.selector);
+impl Read {
+    /// A target held by these objects (one Deployment or StatefulSet, or the Jobs of a target):
+    /// their replicas add up, and its pod is the largest of theirs per resource.
+    pub(super) fn of(objects: impl IntoIterator<Item = WorkloadObject>) -> Self {
+        let mut read = Read {
+            replicas: 0,
+            ready: 0,
+            pod: None,
+            selectors: Vec::new(),
+            objects: Vec::new(),
+        };
+        for object in objects {
+            read.replicas += object.object.replicas;
+            read.ready += object.ready;
+            read.pod = larger_pod(read.pod, object.pod);
+            read.selectors.extend(object.selector);
+            read.objects.push(object.object);
         }
+        read
     }
-    read
 }
 
 /// The conflict an HPA on the target makes.
-pub(super) fn autoscaler_reason(target: &Target, hpa: &HorizontalPodAutoscaler) -> String {
+pub(super) fn autoscaler_reason(target: &Target, hpa: Option<&str>) -> String {
     format!(
         "HorizontalPodAutoscaler {}/{} scales {target}",
         target.namespace,
-        hpa.metadata.name.as_deref().unwrap_or("?")
+        hpa.unwrap_or("?")
     )
 }
 
-/// What the schedulable ones of `nodes` offer: the sum of their allocatable CPU and memory.
-pub(super) fn schedulable_allocatable<'a>(nodes: impl Iterator<Item = &'a Node>) -> Resources {
-    use crate::policy::units::parse_quantity;
-    let mut total = Resources::default();
-    for node in nodes {
-        let unschedulable = node
-            .spec
-            .as_ref()
-            .and_then(|s| s.unschedulable)
-            .unwrap_or(false);
-        if unschedulable {
-            continue;
-        }
-        let Some(allocatable) = node.status.as_ref().and_then(|s| s.allocatable.as_ref()) else {
-            continue;
+/// What a Node offers the policies that select it: its allocatable CPU and memory, unless it
+/// is cordoned.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct NodeCapacity {
+    pub(super) schedulable: bool,
+    pub(super) allocatable: Resources,
+}
+
+impl NodeCapacity {
+    pub(super) fn of(node: &Node) -> Self {
+        use crate::policy::units::parse_quantity;
+        let allocatable = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
+        let quantity = |resource: &str| {
+            allocatable
+                .and_then(|a| a.get(resource))
+                .and_then(|q| parse_quantity(&q.0).ok())
+                .unwrap_or(0.0)
         };
-        if let Some(cpu) = allocatable
-            .get("cpu")
-            .and_then(|q| parse_quantity(&q.0).ok())
-        {
-            total.cpu += cpu;
+        Self {
+            schedulable: !node
+                .spec
+                .as_ref()
+                .and_then(|s| s.unschedulable)
+                .unwrap_or(false),
+            allocatable: Resources {
+                cpu: quantity("cpu"),
+                memory: quantity("memory"),
+            },
         }
-        if let Some(memory) = allocatable
-            .get("memory")
-            .and_then(|q| parse_quantity(&q.0).ok())
-        {
-            total.memory += memory;
-        }
+    }
+}
+
+/// What the schedulable ones of `nodes` offer: the sum of their allocatable CPU and memory.
+pub(super) fn schedulable_allocatable(nodes: impl IntoIterator<Item = NodeCapacity>) -> Resources {
+    let mut total = Resources::default();
+    for node in nodes.into_iter().filter(|n| n.schedulable) {
+        total.cpu += node.allocatable.cpu;
+        total.memory += node.allocatable.memory;
     }
     total
 }
@@ -223,34 +271,18 @@ impl KubeActuator {
                 let object = self
                     .request(target, "get", api.get(self.name(target)?))
                     .await?;
-                let ready = object.status.and_then(|s| s.ready_replicas);
-                let spec = object.spec;
-                Ok(single(
-                    target,
-                    &object.metadata,
-                    spec.replicas,
-                    ready,
-                    spec.template,
-                    spec.selector,
-                ))
+                Ok(Read::of([WorkloadObject::deployment(&object)]))
             }
             WorkloadKind::StatefulSet => {
                 let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), &target.namespace);
                 let object = self
                     .request(target, "get", api.get(self.name(target)?))
                     .await?;
-                let ready = object.status.and_then(|s| s.ready_replicas);
-                let spec = object.spec;
-                Ok(single(
-                    target,
-                    &object.metadata,
-                    spec.replicas,
-                    ready,
-                    spec.template,
-                    spec.selector,
-                ))
+                Ok(Read::of([WorkloadObject::statefulset(&object)]))
             }
-            WorkloadKind::Job => Ok(jobs_read(target, self.jobs(target).await?)),
+            WorkloadKind::Job => Ok(Read::of(
+                self.jobs(target).await?.iter().map(WorkloadObject::job),
+            )),
         }
     }
 
@@ -308,7 +340,7 @@ impl KubeActuator {
                     hpa.spec.scale_target_ref.kind == kind
                         && &hpa.spec.scale_target_ref.name == name
                 })
-                .map(|hpa| autoscaler_reason(target, hpa))
+                .map(|hpa| autoscaler_reason(target, hpa.metadata.name.as_deref()))
         }))
     }
 
@@ -373,7 +405,9 @@ impl KubeActuator {
                 verb: "list",
                 cause: e.to_string(),
             })?;
-        Ok(schedulable_allocatable(nodes.items.iter()))
+        Ok(schedulable_allocatable(
+            nodes.items.iter().map(NodeCapacity::of),
+        ))
     }
 
     /// Pods holding capacity over every object of the target (each Job of a selector has its

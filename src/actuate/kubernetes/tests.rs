@@ -670,12 +670,12 @@ fn with_view(
 ) -> (
     Arc<KubeActuator>,
     Handle,
-    kube::runtime::reflector::store::Writer<Deployment>,
+    kube::runtime::reflector::store::Writer<cache::Kept<Deployment>>,
 ) {
     let (client, handle) = mock();
     let seen: Deployment =
         serde_json::from_value(deployment_at(replicas, "5", manager)).expect("deployment");
-    let (cache, writer) = WorkloadCache::fixed(client.clone(), "shop", vec![seen]);
+    let (cache, writer) = WorkloadCache::fixed(client.clone(), "shop", &[seen]);
     let actuator = KubeActuator::new(client, Duration::from_secs(60), Duration::from_secs(5))
         .with_cache(cache);
     (Arc::new(actuator), handle, writer)
