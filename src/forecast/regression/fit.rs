@@ -43,7 +43,7 @@ impl RegressionForecaster {
                     layout: layout.clone(),
                     events: events.clone(),
                     bounds: FeatureBounds::of(samples.x.view()),
-                    weights: weights.mapv(|w| w as f32),
+                    weights: StepWeights::of(&weights),
                 })),
                 Some(held_out),
                 String::new(),

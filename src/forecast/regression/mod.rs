@@ -19,6 +19,7 @@ mod model;
 mod prepare;
 mod ridge;
 mod validation;
+mod weights;
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ pub use self::ridge::{FittedRidge, Ridge, RidgeError};
 use self::validation::{
     Chosen, Judging, Samples, Verdict, season_before, season_drift, seasonal_naive_z,
 };
+use self::weights::StepWeights;
 use super::prep::{check_request, clean_value};
 use super::seasonal_naive::SeasonalNaiveModel;
 use super::{
@@ -121,9 +123,7 @@ struct Shared {
     events: EventIndex,
     bounds: FeatureBounds,
     /// Mean of the ensemble's weights: predicting with the mean equals the mean prediction.
-    /// Kept in `f32` (a model per online workload lives as long as the daemon; ~100 features
-    /// x 30 steps are 12 KB instead of 24), the dot product is in `f64`.
-    weights: Array2<f32>,
+    weights: StepWeights,
 }
 
 pub struct RegressionModel {

@@ -112,14 +112,7 @@ impl FittedModel for RegressionModel {
                     &mut row,
                 );
                 self.shared.bounds.clip(&mut row);
-                Some(
-                    self.shared
-                        .weights
-                        .columns()
-                        .into_iter()
-                        .map(|w| row.iter().zip(w).map(|(x, w)| x * f64::from(*w)).sum())
-                        .collect(),
-                )
+                Some(self.shared.weights.predict(&row))
             }
             _ => None,
         };
