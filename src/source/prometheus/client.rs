@@ -141,7 +141,8 @@ impl PrometheusSource {
         };
         let status = response.status();
         let body = match response.bytes().await {
-            Ok(body) => body.to_vec(),
+            // The body's own buffer, not a copy of it.
+            Ok(body) => Vec::from(body),
             Err(e) => return self.transport_failure(query, &e),
         };
         if status.is_success() {

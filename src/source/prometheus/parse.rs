@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::source::ParseError;
 
@@ -30,34 +31,38 @@ struct Envelope<'a> {
     error_type: Option<String>,
     #[serde(default)]
     error: Option<String>,
-    #[serde(default)]
-    data: Option<Data>,
+    #[serde(default, borrow)]
+    data: Option<Data<'a>>,
 }
 
 #[derive(Deserialize)]
-struct Data {
+struct Data<'a> {
     #[serde(rename = "resultType")]
     result_type: String,
-    #[serde(default)]
-    result: serde_json::Value,
+    /// The result's bytes in the body, read once its type is known: a history of weeks is
+    /// read straight into numbers, with no tree of JSON values in between.
+    #[serde(default, borrow)]
+    result: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
-struct MatrixEntry {
+struct MatrixEntry<'a> {
     #[serde(default)]
     metric: BTreeMap<String, String>,
-    #[serde(default)]
-    values: Vec<(f64, String)>,
+    #[serde(default, borrow)]
+    values: Vec<(f64, &'a str)>,
 }
 
 #[derive(Deserialize)]
-struct VectorEntry {
+struct VectorEntry<'a> {
     #[serde(default)]
     metric: BTreeMap<String, String>,
-    value: (f64, String),
+    #[serde(borrow)]
+    value: (f64, &'a str),
 }
 
-pub(super) fn parse_envelope(body: &[u8], expected: &str) -> Result<serde_json::Value, ParseError> {
+/// The `data` of a successful answer, or the error it reports.
+fn success(body: &[u8]) -> Result<Data<'_>, ParseError> {
     let envelope: Envelope =
         serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
     if envelope.status != "success" {
@@ -67,16 +72,33 @@ pub(super) fn parse_envelope(body: &[u8], expected: &str) -> Result<serde_json::
             message: envelope.error.unwrap_or_default(),
         });
     }
-    let data = envelope
+    envelope
         .data
-        .ok_or_else(|| ParseError::Json("missing field `data`".into()))?;
+        .ok_or_else(|| ParseError::Json("missing field `data`".into()))
+}
+
+/// The result of a successful answer of the `expected` type, as the body's bytes.
+pub(super) fn parse_envelope<'a>(
+    body: &'a [u8],
+    expected: &str,
+) -> Result<&'a RawValue, ParseError> {
+    result_of(success(body)?, expected)
+}
+
+fn result_of<'a>(data: Data<'a>, expected: &str) -> Result<&'a RawValue, ParseError> {
     if data.result_type != expected {
         return Err(ParseError::ResultType {
             expected: expected.into(),
             got: data.result_type,
         });
     }
-    Ok(data.result)
+    data.result
+        .ok_or_else(|| ParseError::Json("missing field `result`".into()))
+}
+
+/// A result's bytes read as `T`.
+fn typed<'a, T: Deserialize<'a>>(result: &'a RawValue) -> Result<T, ParseError> {
+    serde_json::from_str(result.get()).map_err(|e| ParseError::Json(e.to_string()))
 }
 
 /// Prometheus writes sample values as strings, including `NaN`, `+Inf` and `-Inf`.
@@ -105,9 +127,7 @@ pub(super) fn truncate(text: &str, max: usize) -> String {
 
 /// Parse a `/api/v1/query_range` response body. Never panics, whatever the bytes.
 pub fn parse_matrix(body: &[u8]) -> Result<Vec<RawSeries>, ParseError> {
-    let result = parse_envelope(body, "matrix")?;
-    let entries: Vec<MatrixEntry> =
-        serde_json::from_value(result).map_err(|e| ParseError::Json(e.to_string()))?;
+    let entries: Vec<MatrixEntry> = typed(parse_envelope(body, "matrix")?)?;
     entries
         .into_iter()
         .map(|entry| {
@@ -126,32 +146,23 @@ pub fn parse_matrix(body: &[u8]) -> Result<Vec<RawSeries>, ParseError> {
 
 /// Parse a `/api/v1/query` response body whose result is a vector (or a scalar).
 pub fn parse_vector(body: &[u8]) -> Result<Vec<RawSample>, ParseError> {
-    let envelope: Envelope =
-        serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
-    let is_scalar = envelope
-        .data
-        .as_ref()
-        .is_some_and(|d| d.result_type == "scalar");
-    if is_scalar {
-        let result = parse_envelope(body, "scalar")?;
-        let (t, v): (f64, String) =
-            serde_json::from_value(result).map_err(|e| ParseError::Json(e.to_string()))?;
+    let data = success(body)?;
+    if data.result_type == "scalar" {
+        let (t, v): (f64, &str) = typed(result_of(data, "scalar")?)?;
         return Ok(vec![RawSample {
             labels: BTreeMap::new(),
             at: check_time(t)?,
-            value: parse_value(&v)?,
+            value: parse_value(v)?,
         }]);
     }
-    let result = parse_envelope(body, "vector")?;
-    let entries: Vec<VectorEntry> =
-        serde_json::from_value(result).map_err(|e| ParseError::Json(e.to_string()))?;
+    let entries: Vec<VectorEntry> = typed(result_of(data, "vector")?)?;
     entries
         .into_iter()
         .map(|entry| {
             Ok(RawSample {
                 labels: entry.metric,
                 at: check_time(entry.value.0)?,
-                value: parse_value(&entry.value.1)?,
+                value: parse_value(entry.value.1)?,
             })
         })
         .collect()
