@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # The image charts/tideshift runs. Two stages: a Rust toolchain builds the release binary, and
 # a distroless runtime (glibc, CA certificates, no shell, no package manager) carries only it.
+# The binary is built in the `dist` profile (Cargo.toml): the release profile with fat LTO.
 # The builder is Debian 12 (bookworm) like the runtime, so the binary's glibc matches.
 #
 #   docker build -t tideshift/tideshift:0.1.0 .
@@ -16,8 +17,8 @@ COPY . .
 # the crate itself recompiles when the sources change.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin tideshift \
-    && install -D -m 0555 target/release/tideshift /out/tideshift
+    cargo build --profile dist --locked --bin tideshift \
+    && install -D -m 0555 target/dist/tideshift /out/tideshift
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 # 65532 is distroless's `nonroot`; the chart's securityContext runs as the same UID, with a
