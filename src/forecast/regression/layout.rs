@@ -246,10 +246,13 @@ impl EventIndex {
 /// The range each feature took in training. A forecast from features outside it (a drop to zero
 /// never seen before, a spike the cleaning kept) is made from the features clipped into it: a
 /// linear model extrapolates without limit, which is how a forecast runs away.
+///
+/// Kept in `f32` (a model per online workload keeps its bounds as long as the daemon runs),
+/// rounded outwards: the kept range holds every value seen in training.
 #[derive(Clone, Debug)]
 pub(super) struct FeatureBounds {
-    low: Vec<f64>,
-    high: Vec<f64>,
+    low: Vec<f32>,
+    high: Vec<f32>,
 }
 
 impl FeatureBounds {
@@ -263,14 +266,54 @@ impl FeatureBounds {
                 high[j] = high[j].max(v);
             }
         }
-        Self { low, high }
+        let below = |v: f64| {
+            let r = v as f32;
+            if f64::from(r) > v { r.next_down() } else { r }
+        };
+        let above = |v: f64| {
+            let r = v as f32;
+            if f64::from(r) < v { r.next_up() } else { r }
+        };
+        Self {
+            low: low.into_iter().map(below).collect(),
+            high: high.into_iter().map(above).collect(),
+        }
     }
 
     pub fn clip(&self, row: &mut [f64]) {
         for ((v, &lo), &hi) in row.iter_mut().zip(&self.low).zip(&self.high) {
             if lo <= hi {
-                *v = v.clamp(lo, hi);
+                *v = v.clamp(f64::from(lo), f64::from(hi));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FeatureBounds;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever their magnitude, the rows a model was fitted on pass its bounds unclipped,
+        /// and a value beyond them is brought back within an `f32` step of the edge.
+        #[test]
+        fn bounds_keep_every_training_value(
+            magnitude in -30i32..30,
+            raw in proptest::collection::vec(-1.0f64..1.0, 12),
+        ) {
+            let scale = 10f64.powi(magnitude);
+            let rows = ndarray::Array2::from_shape_fn((4, 3), |(i, j)| raw[i * 3 + j] * scale);
+            let bounds = FeatureBounds::of(rows.view());
+            for row in rows.rows() {
+                let mut clipped = row.to_vec();
+                bounds.clip(&mut clipped);
+                prop_assert_eq!(clipped, row.to_vec());
+            }
+            let top = rows.column(0).iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+            let mut beyond = vec![top + 10.0 * scale, 0.0, 0.0];
+            bounds.clip(&mut beyond);
+            prop_assert!(beyond[0] >= top && beyond[0] <= top + top.abs() * 1e-6 + f64::MIN_POSITIVE);
         }
     }
 }
