@@ -103,7 +103,7 @@ impl Context {
             source,
             actuator,
             forecaster,
-            fit_slots: cycle::FitSlots::per_core(),
+            fit_slots: cycle::FitSlots::for_this_machine(),
             metrics,
             leadership,
             shrink_wait,

@@ -18,8 +18,8 @@ pub(super) const ERROR_WINDOW_SECONDS: i64 = 6 * 3600;
 
 /// The forecaster's slots, shared by every policy of a process.
 pub struct FitSlots {
-    /// Fits running at once: one per core. Fits are CPU-bound: more at once than cores only
-    /// adds their working memory (and a thread each).
+    /// Fits running at once (`FitSlots::for_this_machine`). Fits are CPU-bound: more at once
+    /// than cores only adds their working memory (and a thread each).
     fits: tokio::sync::Semaphore,
     /// Refits (fetching a whole history, then fitting on it) in progress at once: two per fit
     /// slot, so one fetches while another fits. Without a bound, a daemon starting with a
@@ -28,6 +28,9 @@ pub struct FitSlots {
     pub(super) refits: tokio::sync::Semaphore,
     refit_slots: usize,
 }
+
+/// The most fits a process runs at once, whatever the machine.
+pub const MAX_FITS: usize = 4;
 
 impl FitSlots {
     pub fn new(fits: usize) -> Self {
@@ -39,9 +42,16 @@ impl FitSlots {
         }
     }
 
-    /// One fit slot per core of this machine.
-    pub fn per_core() -> Self {
-        Self::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    /// A fit slot per two cores of this machine, at least one and at most `MAX_FITS`.
+    ///
+    /// Half the cores: a cycle (reading demand, deciding, writing) always finds a core while
+    /// fits run, and each fit's working set (the design matrix and the held-out forecasts of 14
+    /// days at 1m, 5 to 8 MB) is what the daemon's memory peaks on while first fits queue. At
+    /// most `MAX_FITS`: the chart requests 100m of CPU and sets no CPU limit, so the cores seen
+    /// are the node's, 64 on a large one, and 64 fits at once would hold 400 MB.
+    pub fn for_this_machine() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self::new(fits_for(cores))
     }
 
     /// A slot for the first fit of a workload (or a fit after its spec changed): it has no
@@ -60,6 +70,11 @@ impl FitSlots {
     fn refit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
         self.refits.try_acquire().ok()
     }
+}
+
+/// Fit slots for a machine with `cores` cores.
+pub(super) fn fits_for(cores: usize) -> usize {
+    (cores / 2).clamp(1, MAX_FITS)
 }
 
 /// How long a cycle waits for a refit slot before it goes on without the fit: with the model it

@@ -660,3 +660,11 @@ async fn a_due_refit_takes_only_a_free_slot_while_a_first_fit_queues_for_one() {
     );
     assert_eq!(report.warming_up.len(), 1, "{report:?}");
 }
+
+#[test]
+fn a_process_fits_on_half_its_cores_at_least_one_at_most_four() {
+    use super::demand::{MAX_FITS, fits_for};
+    let slots: Vec<usize> = [1, 2, 3, 4, 8, 16, 64].map(fits_for).to_vec();
+    assert_eq!(slots, vec![1, 1, 1, 2, 4, MAX_FITS, MAX_FITS]);
+    assert_eq!(MAX_FITS, 4);
+}
