@@ -85,6 +85,9 @@ pub struct WorkloadPlan {
     /// Online only: why its forecast was not planned on (sized on observed demand instead,
     /// through the scale-down guardrails); `None` when it was, or when there was none.
     pub untrusted: Option<String>,
+    /// Online only: why its demand counted as unreadable (no usable forecast, no usable demand
+    /// now): held at no less than its current replicas, and batch did not grow.
+    pub unreadable: Option<String>,
 }
 
 /// Forecast demand that the capacity cannot serve, known before it happens.
@@ -261,7 +264,7 @@ pub fn plan(spec: &ShiftPolicySpec, input: &PlanInput, memory: &PlanMemory) -> (
         .iter()
         .map(|d| capacity::Claim {
             pod: d.pod,
-            min: if (d.forecast.is_none() && d.untrusted.is_none()) || d.unobserved {
+            min: if d.unreadable.is_some() {
                 d.min.max(d.current)
             } else {
                 d.min
@@ -285,10 +288,7 @@ pub fn plan(spec: &ShiftPolicySpec, input: &PlanInput, memory: &PlanMemory) -> (
     // need is unknown, and batch would have to give the capacity back once it is readable,
     // possibly mid-peak. An untrusted forecast is not that: online is sized on observed demand
     // then, as an HPA would be, and batch may use what is left.
-    if decisions
-        .iter()
-        .any(|d| (d.forecast.is_none() && d.untrusted.is_none()) || d.unobserved)
-    {
+    if decisions.iter().any(|d| d.unreadable.is_some()) {
         for plan in offline_plans
             .iter_mut()
             .filter(|plan| plan.desired > plan.current)
@@ -313,6 +313,7 @@ pub fn plan(spec: &ShiftPolicySpec, input: &PlanInput, memory: &PlanMemory) -> (
         .map(|((d, &grant), peak)| WorkloadPlan {
             reason: d.reason(grant),
             untrusted: d.untrusted.clone(),
+            unreadable: d.unreadable.clone(),
             name: d.name,
             current: d.current,
             desired: grant,

@@ -32,6 +32,33 @@ pub(crate) fn is_stale(forecast: &Forecast, now: i64, interval: i64) -> bool {
     now.saturating_sub(forecast.start) > stale_after
 }
 
+/// Why an online workload's demand counts as unreadable this cycle (see
+/// `Decision::unreadable`), in words for the status: `planned` when a forecast, trusted or
+/// not, sized it.
+fn unreadable(
+    state: &OnlineState,
+    fresh: Option<&Forecast>,
+    planned: bool,
+    observed: Option<f64>,
+    (now, lead): (i64, i64),
+) -> Option<String> {
+    if !planned {
+        return Some(match (&state.forecast, fresh) {
+            (None, _) => "no forecast".to_string(),
+            (Some(f), None) => format!(
+                "the forecast is stale: made on demand that ends {} s before now",
+                now.saturating_sub(f.start.saturating_sub(f.step))
+            ),
+            (Some(_), Some(_)) => {
+                format!("the forecast has no usable value for the next {lead} s")
+            }
+        });
+    }
+    observed
+        .is_none()
+        .then(|| "no usable demand value now (missing, NaN or negative)".to_string())
+}
+
 /// Why a fresh forecast should not be planned on, if it should not: the forecaster could not
 /// check it (a fallback), or the demand keeps breaking its band. The workload is then sized on
 /// observed demand through the scale-down guardrails, as an HPA would.
@@ -88,14 +115,19 @@ pub fn replicas_for(demand: f64, per_replica: f64, headroom: f64) -> u32 {
 }
 
 /// The highest finite upper-band value among the forecast steps that overlap
-/// `[now, now + lead]`, with the time of its step (the earliest on ties). `None` when no step
-/// overlaps the window with a usable value: a stale, empty or all-NaN forecast is missing
-/// data, not zero demand.
+/// `[now, now + lead]`, and the first step to come in any case, with the time of its step (the
+/// earliest on ties). `None` when no such step has a usable value: a stale, empty or all-NaN
+/// forecast is missing data, not zero demand.
+///
+/// The first step counts even when it starts after `now + lead`: a lead shorter than the step
+/// (a 10 s startup on a 1-minute forecast) would otherwise fall between the last observed
+/// step and the first forecast one for most of each step, and the forecast would go unused
+/// then. Planning for the next step up to a step early is the side that never under-serves.
 pub(crate) fn window_peak(forecast: &Forecast, now: i64, lead: i64) -> Option<(f64, i64)> {
     if forecast.step <= 0 {
         return None;
     }
-    let end = now.saturating_add(lead);
+    let end = now.saturating_add(lead).max(forecast.start);
     let mut best: Option<(f64, i64)> = None;
     for (i, &value) in forecast.upper.iter().enumerate() {
         let at = forecast
@@ -172,9 +204,10 @@ pub(crate) struct Decision<'a> {
     pub headroom: f64,
     /// The forecast when it was usable (and trusted) this cycle.
     pub forecast: Option<&'a Forecast>,
-    /// No usable demand now (observed value missing, NaN, negative): the workload keeps its
-    /// current replicas like a minimum, and batch does not grow.
-    pub unobserved: bool,
+    /// Why its demand counts as unreadable this cycle, if it does: no usable forecast (and no
+    /// untrusted one to fall back from), or no usable demand now (missing, NaN, negative). The
+    /// workload then keeps its current replicas like a minimum, and batch does not grow.
+    pub unreadable: Option<String>,
     /// Why the forecast was not planned on, when there was one.
     pub untrusted: Option<String>,
     /// Demand needs this many (within min/max); with missing data, the held value.
@@ -337,7 +370,13 @@ pub(crate) fn decide<'a>(
         per_replica: workload.per_replica,
         headroom: workload.headroom,
         forecast,
-        unobserved: observed.is_none(),
+        unreadable: unreadable(
+            state,
+            fresh,
+            usable.is_some() || untrusted.is_some(),
+            observed,
+            (ctx.now, lead),
+        ),
         untrusted,
         need,
         raw_need,
@@ -494,6 +533,9 @@ mod tests {
         assert_eq!(window_peak(&f, 61, 50), Some((5.0, 60)));
         // Past the end of the forecast: missing.
         assert_eq!(window_peak(&f, 240, 100), None);
+        // A lead shorter than the wait for the first step: that step still counts.
+        let f = forecast(60, 60, &[7.0, 9.0]);
+        assert_eq!(window_peak(&f, 2, 28), Some((7.0, 60)));
     }
 
     #[test]

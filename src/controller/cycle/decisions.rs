@@ -24,6 +24,17 @@ pub(super) fn record(
         if let Some(why) = &decision.untrusted {
             report.untrusted.push((decision.name.clone(), why.clone()));
         }
+        // The planner held the workload as unreadable: Degraded says so, with the demand
+        // stage's own reason when it had one (a failed query, a first fit still queued).
+        let listed = |list: &[(String, String)]| list.iter().any(|(n, _)| *n == decision.name);
+        if let Some(why) = &decision.unreadable
+            && !listed(&report.missing_metrics)
+            && !listed(&report.warming_up)
+        {
+            report
+                .missing_metrics
+                .push((decision.name.clone(), why.clone()));
+        }
     }
     for (workloads, class, targets) in [
         (&plan.online, "online", &seen.online_targets),
