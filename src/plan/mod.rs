@@ -85,9 +85,9 @@ pub struct WorkloadPlan {
     /// Online only: why its forecast was not planned on (sized on observed demand instead,
     /// through the scale-down guardrails); `None` when it was, or when there was none.
     pub untrusted: Option<String>,
-    /// Online only: why its demand counted as unreadable (no usable forecast, no usable demand
-    /// now): held at no less than its current replicas, and batch did not grow.
-    pub unreadable: Option<String>,
+    /// Online only: why no forecast sized it (none, a stale one, no usable value): its demand
+    /// was missing, so it was held at no less than its current replicas, and batch did not grow.
+    pub forecast_unusable: Option<String>,
 }
 
 /// Forecast demand that the capacity cannot serve, known before it happens.
@@ -264,7 +264,7 @@ pub fn plan(spec: &ShiftPolicySpec, input: &PlanInput, memory: &PlanMemory) -> (
         .iter()
         .map(|d| capacity::Claim {
             pod: d.pod,
-            min: if d.unreadable.is_some() {
+            min: if d.forecast_unusable.is_some() || d.unobserved {
                 d.min.max(d.current)
             } else {
                 d.min
@@ -288,7 +288,10 @@ pub fn plan(spec: &ShiftPolicySpec, input: &PlanInput, memory: &PlanMemory) -> (
     // need is unknown, and batch would have to give the capacity back once it is readable,
     // possibly mid-peak. An untrusted forecast is not that: online is sized on observed demand
     // then, as an HPA would be, and batch may use what is left.
-    if decisions.iter().any(|d| d.unreadable.is_some()) {
+    if decisions
+        .iter()
+        .any(|d| d.forecast_unusable.is_some() || d.unobserved)
+    {
         for plan in offline_plans
             .iter_mut()
             .filter(|plan| plan.desired > plan.current)
@@ -313,7 +316,7 @@ pub fn plan(spec: &ShiftPolicySpec, input: &PlanInput, memory: &PlanMemory) -> (
         .map(|((d, &grant), peak)| WorkloadPlan {
             reason: d.reason(grant),
             untrusted: d.untrusted.clone(),
-            unreadable: d.unreadable.clone(),
+            forecast_unusable: d.forecast_unusable.clone(),
             name: d.name,
             current: d.current,
             desired: grant,

@@ -177,7 +177,7 @@ pub(crate) fn plan_offline(
             need: None,
             peak: None,
             untrusted: None,
-            unreadable: None,
+            forecast_unusable: None,
         })
         .collect()
 }

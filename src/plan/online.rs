@@ -32,31 +32,25 @@ pub(crate) fn is_stale(forecast: &Forecast, now: i64, interval: i64) -> bool {
     now.saturating_sub(forecast.start) > stale_after
 }
 
-/// Why an online workload's demand counts as unreadable this cycle (see
-/// `Decision::unreadable`), in words for the status: `planned` when a forecast, trusted or
-/// not, sized it.
-fn unreadable(
+/// Why no forecast sized an online workload this cycle (`Decision::forecast_unusable`), in
+/// words for the status; `None` when one did, trusted or not.
+fn forecast_unusable(
     state: &OnlineState,
     fresh: Option<&Forecast>,
     planned: bool,
-    observed: Option<f64>,
     (now, lead): (i64, i64),
 ) -> Option<String> {
-    if !planned {
-        return Some(match (&state.forecast, fresh) {
-            (None, _) => "no forecast".to_string(),
-            (Some(f), None) => format!(
-                "the forecast is stale: made on demand that ends {} s before now",
-                now.saturating_sub(f.start.saturating_sub(f.step))
-            ),
-            (Some(_), Some(_)) => {
-                format!("the forecast has no usable value for the next {lead} s")
-            }
-        });
+    if planned {
+        return None;
     }
-    observed
-        .is_none()
-        .then(|| "no usable demand value now (missing, NaN or negative)".to_string())
+    Some(match (&state.forecast, fresh) {
+        (None, _) => "no forecast".to_string(),
+        (Some(f), None) => format!(
+            "the forecast is stale: made on demand that ends {} s before now",
+            now.saturating_sub(f.start.saturating_sub(f.step))
+        ),
+        (Some(_), Some(_)) => format!("the forecast has no usable value for the next {lead} s"),
+    })
 }
 
 /// Why a fresh forecast should not be planned on, if it should not: the forecaster could not
@@ -204,10 +198,13 @@ pub(crate) struct Decision<'a> {
     pub headroom: f64,
     /// The forecast when it was usable (and trusted) this cycle.
     pub forecast: Option<&'a Forecast>,
-    /// Why its demand counts as unreadable this cycle, if it does: no usable forecast (and no
-    /// untrusted one to fall back from), or no usable demand now (missing, NaN, negative). The
-    /// workload then keeps its current replicas like a minimum, and batch does not grow.
-    pub unreadable: Option<String>,
+    /// Why no forecast sized it, if none did (none, a stale one, no usable value in the
+    /// window; an untrusted forecast sizes it on observed demand): its demand is missing, so
+    /// it keeps its current replicas like a minimum, and batch does not grow.
+    pub forecast_unusable: Option<String>,
+    /// No usable demand now (observed value missing, NaN, negative) while the forecast runs
+    /// (within `missingMetricsAfter`): held the same way.
+    pub unobserved: bool,
     /// Why the forecast was not planned on, when there was one.
     pub untrusted: Option<String>,
     /// Demand needs this many (within min/max); with missing data, the held value.
@@ -370,13 +367,13 @@ pub(crate) fn decide<'a>(
         per_replica: workload.per_replica,
         headroom: workload.headroom,
         forecast,
-        unreadable: unreadable(
+        forecast_unusable: forecast_unusable(
             state,
             fresh,
             usable.is_some() || untrusted.is_some(),
-            observed,
             (ctx.now, lead),
         ),
+        unobserved: observed.is_none(),
         untrusted,
         need,
         raw_need,

@@ -335,7 +335,7 @@ fn wp(name: &str, current: u32, desired: u32) -> WorkloadPlan {
         need: None,
         peak: None,
         untrusted: None,
-        unreadable: None,
+        forecast_unusable: None,
     }
 }
 

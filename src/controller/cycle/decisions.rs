@@ -24,10 +24,11 @@ pub(super) fn record(
         if let Some(why) = &decision.untrusted {
             report.untrusted.push((decision.name.clone(), why.clone()));
         }
-        // The planner held the workload as unreadable: Degraded says so, with the demand
-        // stage's own reason when it had one (a failed query, a first fit still queued).
+        // No forecast sized it: the plan held it as for missing demand, and Degraded says so,
+        // with the demand stage's own reason when it had one (a failed query, a first fit
+        // still queued).
         let listed = |list: &[(String, String)]| list.iter().any(|(n, _)| *n == decision.name);
-        if let Some(why) = &decision.unreadable
+        if let Some(why) = &decision.forecast_unusable
             && !listed(&report.missing_metrics)
             && !listed(&report.warming_up)
         {

@@ -17,6 +17,9 @@ struct FakeSource {
     down: Vec<String>,
     /// Queries whose latest value is unusable (NaN, absent) while their history reads.
     no_latest: Vec<String>,
+    /// Seconds before the asked end at which every history ends (a range that lags behind the
+    /// latest value).
+    history_lag: i64,
     /// (start, end) of every range asked.
     asked: Mutex<Vec<(i64, i64)>>,
     /// `forget_before` calls: (query, before).
@@ -40,7 +43,8 @@ impl DemandSource for FakeSource {
                 });
             }
             let start = crate::source::align_down(start, step);
-            let len = crate::source::grid_len(start, crate::source::align_down(end, step), step);
+            let end = crate::source::align_down(end - self.history_lag, step);
+            let len = crate::source::grid_len(start, end, step);
             Ok(Series::new(start, step, vec![self.demand[query]; len]))
         }
         .boxed()
@@ -271,6 +275,7 @@ fn source(payment: f64) -> FakeSource {
         demand: [("payment_demand".to_string(), payment)].into(),
         down: vec![],
         no_latest: vec![],
+        history_lag: 0,
         asked: Mutex::default(),
         forgotten: Mutex::default(),
     }
@@ -468,22 +473,8 @@ async fn an_unusable_latest_value_holds_online_and_batch_while_the_forecast_runs
             let now = NOW + minutes * 60;
             let report = cycle_at(&spec, &source, &cluster, &mut memory, true, now, &slots).await;
             assert!(report.plan.is_some());
-            // Within the grace (5 min for a 1m step) the forecast still runs, but the plan
-            // holds: Degraded says why.
-            let held: Vec<&str> = report
-                .missing_metrics
-                .iter()
-                .map(|(n, _)| n.as_str())
-                .collect();
-            assert_eq!(
-                held,
-                if latest_usable {
-                    vec![]
-                } else {
-                    vec!["payment"]
-                },
-                "{report:?}"
-            );
+            // Within the grace (5 min for a 1m step): the forecast still runs.
+            assert!(report.missing_metrics.is_empty(), "{report:?}");
         }
         let workloads = cluster.workloads.lock().unwrap().clone();
         (workloads["payment"].0, workloads["batch"].0)
@@ -495,6 +486,27 @@ async fn an_unusable_latest_value_holds_online_and_batch_while_the_forecast_runs
         (payment, batch),
         (9, 1),
         "the latest value unusable: nothing moves"
+    );
+}
+
+#[tokio::test]
+async fn a_hold_on_a_stale_forecast_is_reported_as_missing_demand() {
+    // The history ends 10 minutes before now while the latest value still reads: the forecast
+    // made on it is stale, so the plan holds payment (9 replicas for a need of 1) and batch as
+    // for missing demand, and the report lists payment, which makes the policy Degraded.
+    let cluster = FakeCluster::with(&[("payment", 9), ("batch", 1)]);
+    let mut memory = PolicyMemory::default();
+    let mut source = source(100.0);
+    source.history_lag = 600;
+    let report = cycle(&spec("enforce"), &source, &cluster, &mut memory, true).await;
+    let held = &report.missing_metrics;
+    assert_eq!(held.len(), 1, "{report:?}");
+    assert_eq!(held[0].0, "payment");
+    assert!(held[0].1.contains("stale"), "{held:?}");
+    assert!(
+        !cluster.log().iter().any(|l| l.starts_with("scale")),
+        "{:?}",
+        cluster.log()
     );
 }
 
