@@ -264,7 +264,7 @@ pub fn plan(spec: &ShiftPolicySpec, input: &PlanInput, memory: &PlanMemory) -> (
         .iter()
         .map(|d| capacity::Claim {
             pod: d.pod,
-            min: if d.forecast_unusable.is_some() || d.unobserved {
+            min: if d.demand_unknown() {
                 d.min.max(d.current)
             } else {
                 d.min
@@ -288,10 +288,7 @@ pub fn plan(spec: &ShiftPolicySpec, input: &PlanInput, memory: &PlanMemory) -> (
     // need is unknown, and batch would have to give the capacity back once it is readable,
     // possibly mid-peak. An untrusted forecast is not that: online is sized on observed demand
     // then, as an HPA would be, and batch may use what is left.
-    if decisions
-        .iter()
-        .any(|d| d.forecast_unusable.is_some() || d.unobserved)
-    {
+    if decisions.iter().any(|d| d.demand_unknown()) {
         for plan in offline_plans
             .iter_mut()
             .filter(|plan| plan.desired > plan.current)

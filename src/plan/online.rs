@@ -392,6 +392,12 @@ pub(crate) fn decide<'a>(
 }
 
 impl Decision<'_> {
+    /// Its demand is missing (no forecast sized it) or unreadable now: its need is unknown, so
+    /// it keeps at least its current replicas and batch does not grow.
+    pub(crate) fn demand_unknown(&self) -> bool {
+        self.forecast_unusable.is_some() || self.unobserved
+    }
+
     /// One line for status, Events and logs.
     pub(crate) fn reason(&self, granted: u32) -> String {
         let mut s = String::with_capacity(96);
