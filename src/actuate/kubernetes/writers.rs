@@ -110,7 +110,13 @@ impl KubeActuator {
                 (Some(_), _) => target.to_string(),
                 (None, kind) => format!("{} {}/{}", kind_name(kind), target.namespace, object.name),
             };
-            let by = object.last_writer.as_deref().unwrap_or("unknown");
+            // The API server names no owner of the replicas after a scale to zero through
+            // `/scale` (the Scale object leaves a zero out, so the field is nobody's): tideshift's
+            // own predecessor, cut short after such a shrink, cannot be told from anyone else.
+            let by = object
+                .last_writer
+                .as_deref()
+                .unwrap_or("unnamed: a scale to zero through /scale records no owner");
             foreign.get_or_insert(format!(
                 "{field} of {what} changed from {written} (tideshift's baseline) to {} by another writer ({by})",
                 object.replicas

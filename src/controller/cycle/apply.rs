@@ -47,11 +47,15 @@ pub(super) async fn apply(env: &Environment<'_>, plan: &Plan, report: &mut Cycle
         if phase == "grow" && !actions.is_empty() && !report.dry_run {
             // Batch shrunk by an earlier cycle may still hold the capacity too: a cycle cut
             // short (restart, lost leadership) whose successor finds nothing left to shrink.
+            // Whoever shrank it: the plan counts its replicas, not its pods, so pods above its
+            // replicas hold capacity the plan takes for free. That includes a target in
+            // conflict: a scale to zero through `/scale` leaves no owner on the replicas, so a
+            // successor takes its predecessor's last shrink for another writer's.
             let mut settle = shrunk.clone();
             for w in report.workloads.iter().filter(|w| w.class == "offline") {
                 let growing = actions.iter().any(|(name, _)| *name == w.name);
                 let known = settle.iter().any(|(target, _)| *target == w.target);
-                if !growing && !known && !in_conflict.contains(&w.name) {
+                if !growing && !known {
                     settle.push((w.target.clone(), w.current));
                 }
             }

@@ -396,6 +396,42 @@ async fn a_grow_waits_for_batch_pods_shrunk_by_an_earlier_cycle() {
 }
 
 #[tokio::test]
+async fn a_grow_waits_for_the_pods_of_batch_in_conflict_too() {
+    // A predecessor scaled batch to 2 through `/scale` and died before its pods were gone; the
+    // replicas' owner is not one tideshift recognises, so batch is in conflict here.
+    let mut cluster = FakeCluster::with(&[("payment", 2), ("batch", 2)]);
+    cluster.conflicts.push("batch".into());
+    cluster
+        .workloads
+        .lock()
+        .unwrap()
+        .get_mut("batch")
+        .unwrap()
+        .1 = 8;
+    let mut memory = PolicyMemory::default();
+    let report = cycle(
+        &spec("enforce"),
+        &source(750.0),
+        &cluster,
+        &mut memory,
+        true,
+    )
+    .await;
+    assert_eq!(report.conflicts.len(), 1, "{report:?}");
+    let log = cluster.log();
+    assert!(!log.iter().any(|l| l.starts_with("scale batch")), "{log:?}");
+    let grow = log
+        .iter()
+        .position(|l| l.starts_with("scale payment"))
+        .expect("payment grows");
+    let batch_gone = log
+        .iter()
+        .position(|l| l == "pods batch 2")
+        .expect("batch pods counted down to 2");
+    assert!(batch_gone < grow, "{log:?}");
+}
+
+#[tokio::test]
 async fn online_does_not_grow_when_the_batch_shrink_before_it_failed() {
     // The etcd stall of the fault tests: the shrink of batch got no answer.
     let mut cluster = FakeCluster::with(&[("payment", 2), ("batch", 8)]);
