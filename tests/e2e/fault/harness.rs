@@ -90,9 +90,22 @@ pub(crate) fn report(class: &str, figures: &Figures, problems: &[String]) {
         std::fs::write(&path, serde_json::to_string(figures).unwrap_or_default())
             .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
     }
+    let ended = std::mem::take(&mut *ENDED_DAEMON_LOGS.lock().unwrap_or_else(|e| e.into_inner()));
+    if !problems.is_empty() || !figures.passed {
+        // A test drops its daemons before judging (a standby's Lease must go first): what
+        // each of them logged is shown here, not lost with its temporary directory.
+        for (daemon, tail) in &ended {
+            eprintln!("---- {daemon}: its last {DAEMON_LOG_TAIL} log lines ----\n{tail}");
+        }
+    }
     assert!(problems.is_empty(), "{class}: {problems:#?}");
     assert!(figures.passed, "{class}: {figures:?}");
 }
+
+/// The end of the log of every daemon that stopped since the last `report`, for a failing
+/// test to show: (its metrics address and arguments, its last log lines).
+static ENDED_DAEMON_LOGS: std::sync::Mutex<Vec<(String, String)>> =
+    std::sync::Mutex::new(Vec::new());
 
 // ---- cluster objects ---------------------------------------------------------------------------
 
@@ -448,15 +461,16 @@ impl Drop for Daemon {
         self.kill();
         // The log lives in a temporary directory; a failing test shows its end, which is where
         // the writes and warnings that failed it are.
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(DAEMON_LOG_TAIL)..].join("\n");
         if std::thread::panicking() {
-            let text = self.log_text();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(DAEMON_LOG_TAIL)..];
-            eprintln!(
-                "---- the daemon's last {} log lines ----\n{}",
-                tail.len(),
-                tail.join("\n")
-            );
+            eprintln!("---- the daemon's last {DAEMON_LOG_TAIL} log lines ----\n{tail}");
+        } else {
+            ENDED_DAEMON_LOGS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((format!("the daemon at {}", self.metrics_addr), tail));
         }
     }
 }
