@@ -13,7 +13,7 @@
 
 use std::ops::Range;
 
-use ndarray::{Array2, Axis};
+use ndarray::{Array2, s};
 
 use super::super::prep::OrderStatistics;
 use super::layout::Layout;
@@ -78,47 +78,62 @@ pub(super) fn held_out_forecasts(
         .collect();
     for block in 0..blocks {
         // Held out: the block's rows and every row whose targets overlap the block's targets
-        // (origins within a horizon of it), in each series.
-        let mut excluded = Vec::new();
-        let mut scored = Vec::new();
+        // (origins within a horizon of it), in each series. A series' rows are in time order and
+        // its blocks are consecutive, so both are one run of rows per series, read in place:
+        // copies of them were a fit's largest allocations after the design matrix.
+        let mut excluded: Vec<Range<usize>> = Vec::new();
+        let mut scored: Vec<Range<usize>> = Vec::new();
         for (_, range) in &samples.series {
-            let in_block: Vec<usize> = range.clone().filter(|&r| block_of[r] == block).collect();
-            let (Some(&first), Some(&last)) = (in_block.first(), in_block.last()) else {
+            let mut in_block = range.clone().filter(|&r| block_of[r] == block);
+            let Some(first) = in_block.next() else {
                 continue;
             };
+            let last = in_block.last().unwrap_or(first);
             let (from, to) = (samples.origins[first], samples.origins[last]);
-            excluded.extend(range.clone().filter(|&r| {
-                let o = samples.origins[r];
-                o + horizon > from && (forward || o < to + horizon)
-            }));
-            scored.extend(in_block);
+            let start = range
+                .clone()
+                .find(|&r| samples.origins[r] + horizon > from)
+                .unwrap_or(range.end);
+            let end = match forward {
+                true => range.end,
+                false => (start..range.end)
+                    .find(|&r| samples.origins[r] >= to + horizon)
+                    .unwrap_or(range.end),
+            };
+            excluded.push(start..end);
+            scored.push(first..last + 1);
         }
         if scored.is_empty() {
             continue;
         }
-        if rows - excluded.len() < min_rows {
+        if rows - excluded.iter().map(Range::len).sum::<usize>() < min_rows {
             // Too little left to fit on without this block: its origins stay unjudged.
-            for &r in &scored {
+            for r in scored.iter().flat_map(Range::clone) {
                 block_of[r] = NOT_HELD_OUT;
             }
             continue;
         }
-        let (gram_out, xty_out) = normal_equations(
-            samples.x.select(Axis(0), &excluded).view(),
-            samples.y.select(Axis(0), &excluded).view(),
-        );
-        let (gram, xty) = (&full.0 - &gram_out, &full.1 - &xty_out);
-        let x_scored = samples.x.select(Axis(0), &scored);
+        let (mut gram, mut xty) = full.clone();
+        for run in &excluded {
+            let (gram_out, xty_out) = normal_equations(
+                samples.x.slice(s![run.clone(), ..]),
+                samples.y.slice(s![run.clone(), ..]),
+            );
+            gram -= &gram_out;
+            xty -= &xty_out;
+        }
         for (ridge, out) in ridges.iter().zip(&mut held_out) {
             let weights = ridge.solve_normal(&gram, &xty).ok()?;
-            let predicted = x_scored.dot(&weights);
-            for (i, &r) in scored.iter().enumerate() {
-                for h in 0..horizon {
-                    if samples.observed[r * horizon + h] {
-                        out.squared_error += (samples.y[[r, h]] - predicted[[i, h]]).powi(2);
+            for run in &scored {
+                let predicted = samples.x.slice(s![run.clone(), ..]).dot(&weights);
+                for (r, predicted) in run.clone().zip(predicted.rows()) {
+                    for h in 0..horizon {
+                        if samples.observed[r * horizon + h] {
+                            out.squared_error += (samples.y[[r, h]] - predicted[h]).powi(2);
+                        }
                     }
+                    out.forecasts.row_mut(r).assign(&predicted);
                 }
-                out.forecasts.row_mut(r).assign(&predicted.row(i));
             }
         }
     }
