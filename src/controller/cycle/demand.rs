@@ -194,6 +194,9 @@ async fn read_online(
         .filter(|_| !needs_fit)
         .map(|entry| recent_start(entry.model.as_ref(), horizon, now, step).max(history_start));
     let warming_up = !needs_fit && window_start.is_none();
+    // The latest value first: the window is used as soon as it is read, and not held while
+    // another request waits for a slot.
+    let latest = env.source.latest(query).await;
     let history = match warming_up {
         // No model yet and no slot to fit one: nothing to read a history for.
         true => None,
@@ -203,7 +206,6 @@ async fn read_online(
                 .await,
         ),
     };
-    let latest = env.source.latest(query).await;
     let mut missing = None;
     let history = match history {
         Some(Ok(series)) => Some(series),
