@@ -88,7 +88,7 @@ pub(super) fn held_out_forecasts(
             let Some(first) = in_block.next() else {
                 continue;
             };
-            let last = in_block.last().unwrap_or(first);
+            let last = in_block.next_back().unwrap_or(first);
             let (from, to) = (samples.origins[first], samples.origins[last]);
             let start = range
                 .clone()
