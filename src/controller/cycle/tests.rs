@@ -361,10 +361,10 @@ async fn batch_shrinks_and_its_pods_are_gone_before_online_grows() {
     assert!(!report.shrink_wait_timed_out);
 }
 
-#[tokio::test]
-async fn a_grow_waits_for_batch_pods_shrunk_by_an_earlier_cycle() {
-    // Another replica shrank batch to 2 and died before its pods were gone.
-    let cluster = FakeCluster::with(&[("payment", 2), ("batch", 2)]);
+/// Batch at 2 replicas with 8 pods still running (a shrink by a predecessor that died before its
+/// pods were gone): the cycle grows payment only after counting batch's pods down to 2, and
+/// does not write batch.
+async fn grow_after_the_pods_of_an_earlier_shrink(cluster: FakeCluster) -> CycleReport {
     cluster
         .workloads
         .lock()
@@ -381,7 +381,6 @@ async fn a_grow_waits_for_batch_pods_shrunk_by_an_earlier_cycle() {
         true,
     )
     .await;
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
     let log = cluster.log();
     assert!(!log.iter().any(|l| l.starts_with("scale batch")), "{log:?}");
     let grow = log
@@ -393,42 +392,24 @@ async fn a_grow_waits_for_batch_pods_shrunk_by_an_earlier_cycle() {
         .position(|l| l == "pods batch 2")
         .expect("batch pods counted down to 2");
     assert!(batch_gone < grow, "{log:?}");
+    report
+}
+
+#[tokio::test]
+async fn a_grow_waits_for_batch_pods_shrunk_by_an_earlier_cycle() {
+    let cluster = FakeCluster::with(&[("payment", 2), ("batch", 2)]);
+    let report = grow_after_the_pods_of_an_earlier_shrink(cluster).await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
 }
 
 #[tokio::test]
 async fn a_grow_waits_for_the_pods_of_batch_in_conflict_too() {
-    // A predecessor scaled batch to 2 through `/scale` and died before its pods were gone; the
-    // replicas' owner is not one tideshift recognises, so batch is in conflict here.
+    // The predecessor's shrink was to zero through `/scale`, which leaves the replicas without
+    // an owner: here batch is in conflict.
     let mut cluster = FakeCluster::with(&[("payment", 2), ("batch", 2)]);
     cluster.conflicts.push("batch".into());
-    cluster
-        .workloads
-        .lock()
-        .unwrap()
-        .get_mut("batch")
-        .unwrap()
-        .1 = 8;
-    let mut memory = PolicyMemory::default();
-    let report = cycle(
-        &spec("enforce"),
-        &source(750.0),
-        &cluster,
-        &mut memory,
-        true,
-    )
-    .await;
+    let report = grow_after_the_pods_of_an_earlier_shrink(cluster).await;
     assert_eq!(report.conflicts.len(), 1, "{report:?}");
-    let log = cluster.log();
-    assert!(!log.iter().any(|l| l.starts_with("scale batch")), "{log:?}");
-    let grow = log
-        .iter()
-        .position(|l| l.starts_with("scale payment"))
-        .expect("payment grows");
-    let batch_gone = log
-        .iter()
-        .position(|l| l == "pods batch 2")
-        .expect("batch pods counted down to 2");
-    assert!(batch_gone < grow, "{log:?}");
 }
 
 #[tokio::test]
