@@ -297,46 +297,57 @@ impl PrometheusSource {
                 let keep_until = (cached.end() - REFETCH_POINTS * step).max(start);
                 grid_len(start, keep_until - step, step)
             });
+        let series = match keep {
+            0 => self.fetch_range(query, start, end, step).await?,
+            _ => self.cached_and_fresh(&key, start, end, keep).await?,
+        };
+        self.lock_cache().insert(key, CachedHistory::new(&series));
+        Ok(series)
+    }
+
+    /// The window `start..=end` from the first `keep` points the cache holds from `start` and
+    /// the points after them, read from Prometheus.
+    async fn cached_and_fresh(
+        &self,
+        key: &(String, i64),
+        start: i64,
+        end: i64,
+        keep: usize,
+    ) -> Result<Series, SourceError> {
+        let (query, step) = (key.0.as_str(), key.1);
         // What the cache lacks is read first and the window put together after: a window made
         // before the request waited with it for a request slot (hundreds of cycles at once
         // when a daemon starts, 5 MB at 500 policies).
         let fetch_from = start + keep as i64 * step;
         let fresh = match fetch_from <= end {
-            true => Some(self.fetch_range(query, fetch_from, end, step).await?),
-            false => None,
+            true => self.fetch_range(query, fetch_from, end, step).await?.values,
+            false => Vec::new(),
         };
-        let series = match keep {
-            0 => fresh.unwrap_or_else(|| Series::new(start, step, Vec::new())),
-            _ => {
-                let kept = self
-                    .lock_cache()
-                    .get(&key)
-                    .filter(|cached| cached.start <= start && cached.end() >= fetch_from)
-                    .map(|cached| {
-                        let offset = ((start - cached.start) / step) as usize;
-                        // Room for the fresh points too: growing by doubling left every
-                        // returned history holding twice its points while a cycle used it.
-                        let mut values = Vec::with_capacity(grid_len(start, end, step));
-                        values.extend(
-                            cached.values[offset..offset + keep]
-                                .iter()
-                                .map(|&v| f64::from(v)),
-                        );
-                        values
-                    });
-                match kept {
-                    Some(mut values) => {
-                        values.extend(fresh.map(|f| f.values).unwrap_or_default());
-                        values.truncate(grid_len(start, end, step));
-                        Series::new(start, step, values)
-                    }
-                    // Another cycle of the same query trimmed the cache meanwhile.
-                    None => self.fetch_range(query, start, end, step).await?,
-                }
+        let kept = self
+            .lock_cache()
+            .get(key)
+            .filter(|cached| cached.start <= start && cached.end() >= fetch_from)
+            .map(|cached| {
+                let offset = ((start - cached.start) / step) as usize;
+                // Room for the fresh points too: growing by doubling left every returned
+                // history holding twice its points while a cycle used it.
+                let mut values = Vec::with_capacity(grid_len(start, end, step));
+                values.extend(
+                    cached.values[offset..offset + keep]
+                        .iter()
+                        .map(|&v| f64::from(v)),
+                );
+                values
+            });
+        match kept {
+            Some(mut values) => {
+                values.extend(fresh);
+                values.truncate(grid_len(start, end, step));
+                Ok(Series::new(start, step, values))
             }
-        };
-        self.lock_cache().insert(key, CachedHistory::new(&series));
-        Ok(series)
+            // Another cycle of the same query trimmed the cache meanwhile.
+            None => self.fetch_range(query, start, end, step).await,
+        }
     }
 
     async fn instant(&self, query: &str) -> Result<Option<Sample>, SourceError> {
