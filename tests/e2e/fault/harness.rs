@@ -90,22 +90,30 @@ pub(crate) fn report(class: &str, figures: &Figures, problems: &[String]) {
         std::fs::write(&path, serde_json::to_string(figures).unwrap_or_default())
             .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
     }
-    let ended = std::mem::take(&mut *ENDED_DAEMON_LOGS.lock().unwrap_or_else(|e| e.into_inner()));
+    // A test drops its daemons before judging (a standby's Lease must go first): what each of
+    // them logged is shown when it fails, not lost with its temporary directory.
+    let ended = take_ended_daemon_logs();
     if !problems.is_empty() || !figures.passed {
-        // A test drops its daemons before judging (a standby's Lease must go first): what
-        // each of them logged is shown here, not lost with its temporary directory.
-        for (daemon, tail) in &ended {
-            eprintln!("---- {daemon}: its last {DAEMON_LOG_TAIL} log lines ----\n{tail}");
-        }
+        show(&ended);
     }
     assert!(problems.is_empty(), "{class}: {problems:#?}");
     assert!(figures.passed, "{class}: {figures:?}");
 }
 
 /// The end of the log of every daemon that stopped since the last `report`, for a failing
-/// test to show: (its metrics address and arguments, its last log lines).
+/// test to show: (which daemon, by its metrics address; its last log lines).
 static ENDED_DAEMON_LOGS: std::sync::Mutex<Vec<(String, String)>> =
     std::sync::Mutex::new(Vec::new());
+
+fn take_ended_daemon_logs() -> Vec<(String, String)> {
+    std::mem::take(&mut *ENDED_DAEMON_LOGS.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+fn show(logs: &[(String, String)]) {
+    for (daemon, tail) in logs {
+        eprintln!("---- {daemon}: its last {DAEMON_LOG_TAIL} log lines ----\n{tail}");
+    }
+}
 
 // ---- cluster objects ---------------------------------------------------------------------------
 
@@ -464,13 +472,17 @@ impl Drop for Daemon {
         let text = self.log_text();
         let lines: Vec<&str> = text.lines().collect();
         let tail = lines[lines.len().saturating_sub(DAEMON_LOG_TAIL)..].join("\n");
+        let this = (format!("the daemon at {}", self.metrics_addr), tail);
         if std::thread::panicking() {
-            eprintln!("---- the daemon's last {DAEMON_LOG_TAIL} log lines ----\n{tail}");
+            // A test that failed before `report`: the daemons it dropped earlier too.
+            let mut logs = take_ended_daemon_logs();
+            logs.push(this);
+            show(&logs);
         } else {
             ENDED_DAEMON_LOGS
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push((format!("the daemon at {}", self.metrics_addr), tail));
+                .push(this);
         }
     }
 }
