@@ -22,12 +22,27 @@ use crate::source::{DemandSource, ParseError, Sample, SourceError, align_down, g
 /// queries at once by default (`--query.max-concurrency`); more only wait there.
 const MAX_IN_FLIGHT: usize = 16;
 
+/// Answers of more than this many points (a whole history's chunks, up to `max_points` each,
+/// and a workload's first recent window) travel on connections of their own, which are closed
+/// after `BULK_IDLE` unused. hyper keeps a connection's read buffer at the size of the largest
+/// answer it read (up to 400 KB): with one pool, each of the 16 connections grew to a history
+/// chunk's size, about 4 MB at 500 policies, for the windows of a few points that most requests
+/// carry.
+const BULK_POINTS: usize = 2_000;
+
+/// How long an idle connection for large answers is kept. Long enough for the daemon's refits
+/// (two at a time, `FitSlots`) to reuse theirs; the burst of first windows at a start opens up
+/// to 16, and they go soon after it.
+const BULK_IDLE: Duration = Duration::from_secs(5);
+
 /// Points at the end of the cached history fetched again each cycle: the newest points of a
 /// `rate()` may have been computed before the last scrape arrived.
 const REFETCH_POINTS: i64 = 3;
 
 pub struct PrometheusSource {
     http: reqwest::Client,
+    /// For answers of more than `BULK_POINTS` points.
+    bulk_http: reqwest::Client,
     config: PrometheusConfig,
     base: String,
     cache: Mutex<HashMap<(String, i64), CachedHistory>>,
@@ -42,35 +57,9 @@ enum Attempt {
 
 impl PrometheusSource {
     pub fn new(config: PrometheusConfig) -> Result<Self, SourceError> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
-            .pool_max_idle_per_host(MAX_IN_FLIGHT)
-            .user_agent(concat!("tideshift/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca_file) = &config.ca_file {
-            let pem = std::fs::read(ca_file).map_err(|e| SourceError::Config {
-                what: format!("Prometheus CA file {}", ca_file.display()),
-                cause: e.to_string(),
-            })?;
-            let certificates =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| SourceError::Config {
-                    what: format!("Prometheus CA file {}", ca_file.display()),
-                    cause: e.to_string(),
-                })?;
-            if certificates.is_empty() {
-                return Err(SourceError::Config {
-                    what: format!("Prometheus CA file {}", ca_file.display()),
-                    cause: "no PEM certificate in it".into(),
-                });
-            }
-            for certificate in certificates {
-                builder = builder.add_root_certificate(certificate);
-            }
-        }
-        let http = builder.build().map_err(|e| SourceError::Config {
-            what: "HTTP client".into(),
-            cause: e.to_string(),
-        })?;
+        let roots = root_certificates(&config)?;
+        let http = http_client(&config, &roots, None)?;
+        let bulk_http = http_client(&config, &roots, Some(BULK_IDLE))?;
         let base = config.url.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(SourceError::Config {
@@ -80,6 +69,7 @@ impl PrometheusSource {
         }
         Ok(Self {
             http,
+            bulk_http,
             config,
             base,
             cache: Mutex::new(HashMap::new()),
@@ -114,13 +104,22 @@ impl PrometheusSource {
         })
     }
 
-    async fn attempt(&self, path: &str, query: &str, params: &[(&str, String)]) -> Attempt {
+    async fn attempt(
+        &self,
+        path: &str,
+        query: &str,
+        params: &[(&str, String)],
+        points: usize,
+    ) -> Attempt {
         let token = match self.token(query) {
             Ok(token) => token,
             Err(e) => return Attempt::Fail(e),
         };
-        let mut request = self
-            .http
+        let http = match points > BULK_POINTS {
+            true => &self.bulk_http,
+            false => &self.http,
+        };
+        let mut request = http
             .get(format!("{}{path}", self.base))
             .query(params)
             .query(&[
@@ -173,17 +172,19 @@ impl PrometheusSource {
         }
     }
 
+    /// The body of a successful answer of up to `points` points, after retries.
     async fn get(
         &self,
         path: &str,
         query: &str,
         params: &[(&str, String)],
+        points: usize,
     ) -> Result<Vec<u8>, SourceError> {
         let attempts = self.config.attempts.max(1);
         let mut delay = self.config.backoff;
         let mut last = None;
         for attempt in 1..=attempts {
-            match self.attempt(path, query, params).await {
+            match self.attempt(path, query, params, points).await {
                 Attempt::Done(body) => return Ok(body),
                 Attempt::Fail(e) => return Err(e),
                 Attempt::Retry(e) => {
@@ -248,6 +249,7 @@ impl PrometheusSource {
         let mut chunk_start = start;
         while chunk_start <= end {
             let chunk_end = (chunk_start + (chunk_points - 1) * step).min(end);
+            let chunk_len = grid_len(chunk_start, chunk_end, step);
             let body = self
                 .get(
                     "/api/v1/query_range",
@@ -257,9 +259,9 @@ impl PrometheusSource {
                         ("end", chunk_end.to_string()),
                         ("step", step.to_string()),
                     ],
+                    chunk_len,
                 )
                 .await?;
-            let chunk_len = grid_len(chunk_start, chunk_end, step);
             let chunk = chunk_from_body(query, &body, chunk_start, step, chunk_len)?;
             values.extend(chunk.values);
             overlaps += chunk.overlaps;
@@ -351,7 +353,7 @@ impl PrometheusSource {
     }
 
     async fn instant(&self, query: &str) -> Result<Option<Sample>, SourceError> {
-        let body = self.get("/api/v1/query", query, &[]).await?;
+        let body = self.get("/api/v1/query", query, &[], 1).await?;
         sample_from_body(query, &body)
     }
 
@@ -361,6 +363,49 @@ impl PrometheusSource {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// A client for Prometheus keeping up to `MAX_IN_FLIGHT` connections for reuse, each for
+/// `idle_timeout` when given (reqwest's default, 90 s, when not), trusting `roots` besides the
+/// system's.
+fn http_client(
+    config: &PrometheusConfig,
+    roots: &[reqwest::Certificate],
+    idle_timeout: Option<Duration>,
+) -> Result<reqwest::Client, SourceError> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(config.timeout)
+        .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+        .pool_max_idle_per_host(MAX_IN_FLIGHT)
+        .user_agent(concat!("tideshift/", env!("CARGO_PKG_VERSION")));
+    if let Some(timeout) = idle_timeout {
+        builder = builder.pool_idle_timeout(timeout);
+    }
+    for certificate in roots {
+        builder = builder.add_root_certificate(certificate.clone());
+    }
+    builder.build().map_err(|e| SourceError::Config {
+        what: "HTTP client".into(),
+        cause: e.to_string(),
+    })
+}
+
+/// The certificates of the configured CA file, read once for both clients.
+fn root_certificates(config: &PrometheusConfig) -> Result<Vec<reqwest::Certificate>, SourceError> {
+    let Some(ca_file) = &config.ca_file else {
+        return Ok(Vec::new());
+    };
+    let config_error = |cause: String| SourceError::Config {
+        what: format!("Prometheus CA file {}", ca_file.display()),
+        cause,
+    };
+    let pem = std::fs::read(ca_file).map_err(|e| config_error(e.to_string()))?;
+    let certificates =
+        reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| config_error(e.to_string()))?;
+    if certificates.is_empty() {
+        return Err(config_error("no PEM certificate in it".into()));
+    }
+    Ok(certificates)
 }
 
 fn check_step(query: &str, step: i64) -> Result<(), SourceError> {
@@ -416,10 +461,11 @@ impl DemandSource for PrometheusSource {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use axum::extract::{Query, State};
+    use axum::extract::{ConnectInfo, Query, State};
     use axum::http::{HeaderMap, StatusCode};
     use axum::routing::get;
 
@@ -435,10 +481,13 @@ mod tests {
         points_served: Arc<AtomicUsize>,
         fail_first: Arc<AtomicUsize>,
         token_seen: Arc<Mutex<Option<String>>>,
+        /// The fewest and the most points each client connection carried in one answer.
+        connections: Arc<Mutex<HashMap<SocketAddr, (usize, usize)>>>,
     }
 
     async fn fake_range(
         State(fake): State<Fake>,
+        ConnectInfo(client): ConnectInfo<SocketAddr>,
         headers: HeaderMap,
         Query(params): Query<HashMap<String, String>>,
     ) -> (StatusCode, String) {
@@ -465,6 +514,10 @@ mod tests {
         fake.max_points_seen
             .fetch_max(points.len(), Ordering::SeqCst);
         fake.points_served.fetch_add(points.len(), Ordering::SeqCst);
+        let mut connections = fake.connections.lock().unwrap();
+        let seen = connections.entry(client).or_insert((usize::MAX, 0));
+        *seen = (seen.0.min(points.len()), seen.1.max(points.len()));
+        drop(connections);
         (
             StatusCode::OK,
             format!(
@@ -480,6 +533,7 @@ mod tests {
             .with_state(fake);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, app).await });
         format!("http://{address}")
     }
@@ -559,6 +613,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn whole_histories_and_recent_windows_travel_on_separate_connections() {
+        let fake = Fake::default();
+        let url = serve(fake.clone()).await;
+        let source = PrometheusSource::new(PrometheusConfig::new(url)).unwrap();
+        let end = 25_000 * 60 - 1;
+        for query in ["a", "b"] {
+            // Chunks of 10,000 points, then windows sliding by five minutes: a few points each.
+            source.range(query, 0, end, 60).await.unwrap();
+            for slid in 1..=3 {
+                let shift = slid * 300;
+                source.range(query, shift, end + shift, 60).await.unwrap();
+            }
+        }
+        let connections = fake.connections.lock().unwrap();
+        assert!(connections.len() >= 2, "{connections:?}");
+        for (client, (fewest, most)) in connections.iter() {
+            assert!(
+                *most <= BULK_POINTS || *fewest > BULK_POINTS,
+                "connection {client} carried answers of {fewest} and of {most} points"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn a_whole_history_is_read_in_chunks_with_its_labels_and_not_cached() {
         let fake = Fake::default();
         let url = serve(fake.clone()).await;
@@ -618,5 +696,23 @@ mod tests {
         config.ca_file = Some("/nonexistent/ca.pem".into());
         let err = PrometheusSource::new(config).err().unwrap();
         assert!(err.to_string().contains("/nonexistent/ca.pem"));
+
+        let not_pem = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(not_pem.path(), "not a certificate\n").unwrap();
+        let mut config = PrometheusConfig::new("https://prometheus");
+        config.ca_file = Some(not_pem.path().into());
+        let err = PrometheusSource::new(config).err().unwrap();
+        assert!(err.to_string().contains("no PEM certificate"), "{err}");
+    }
+
+    #[test]
+    fn a_ca_bundle_is_trusted_by_both_connection_pools() {
+        // Debian's bundle (package ca-certificates): many certificates, each added to both pools.
+        let bundle = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt");
+        let mut config = PrometheusConfig::new("https://prometheus");
+        config.ca_file = Some(bundle.into());
+        let roots = root_certificates(&config).unwrap();
+        assert!(roots.len() > 1, "{} certificates", roots.len());
+        PrometheusSource::new(config).unwrap();
     }
 }
