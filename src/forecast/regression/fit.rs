@@ -42,7 +42,7 @@ impl RegressionForecaster {
                 Some(Arc::new(Shared {
                     layout: layout.clone(),
                     events: events.clone(),
-                    bounds: FeatureBounds::of(samples.x.view()),
+                    bounds: samples.bounds.clone(),
                     weights: StepWeights::of(&weights),
                 })),
                 Some(held_out),
@@ -172,7 +172,7 @@ impl RegressionForecaster {
                 alphas: vec![alpha],
             })
             .collect();
-        let full = ridge::normal_equations(samples.x.view(), samples.y.view());
+        let full = ridge::normal_equations_of_f32(samples.x.view(), samples.y.view());
         let (held_out, block_of) = validation::held_out_forecasts(
             samples,
             &ridges,
@@ -244,7 +244,9 @@ impl RegressionForecaster {
             plan.push((si, origins));
         }
         let f = layout.features;
-        let mut x = Array2::<f64>::zeros((total, f));
+        let mut x = Array2::<f32>::zeros((total, f));
+        let mut range = FeatureRange::new(f);
+        let mut row = vec![0.0; f];
         let mut y = Array2::<f64>::zeros((total, horizon));
         let mut observed = vec![false; total * horizon];
         let mut row_origins = Vec::with_capacity(total);
@@ -259,11 +261,11 @@ impl RegressionForecaster {
                 p.view_at(t, &mut view);
                 let level = layout.level(&view, t);
                 row_origins.push(t);
-                let mut row = x.row_mut(r);
-                let row = row
-                    .as_slice_mut()
-                    .expect("rows of a standard-layout array are contiguous");
-                layout.row(&view, t, level, s.timestamp(t), events, row);
+                layout.row(&view, t, level, s.timestamp(t), events, &mut row);
+                range.add(&row);
+                for (kept, &v) in x.row_mut(r).iter_mut().zip(&row) {
+                    *kept = v as f32;
+                }
                 p.restore(t, &mut view);
                 for h in 0..horizon {
                     let idx = t + 1 + h;
@@ -277,6 +279,7 @@ impl RegressionForecaster {
         }
         Samples {
             x,
+            bounds: range.bounds(),
             y,
             observed,
             origins: row_origins,

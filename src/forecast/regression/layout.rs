@@ -255,31 +255,46 @@ pub(super) struct FeatureBounds {
     high: Vec<f32>,
 }
 
-impl FeatureBounds {
-    pub fn of(rows: ndarray::ArrayView2<f64>) -> Self {
-        let features = rows.ncols();
-        let mut low = vec![f64::INFINITY; features];
-        let mut high = vec![f64::NEG_INFINITY; features];
-        for row in rows.rows() {
-            for (j, &v) in row.iter().enumerate() {
-                low[j] = low[j].min(v);
-                high[j] = high[j].max(v);
-            }
-        }
-        let below = |v: f64| {
-            let r = v as f32;
-            if f64::from(r) > v { r.next_down() } else { r }
-        };
-        let above = |v: f64| {
-            let r = v as f32;
-            if f64::from(r) < v { r.next_up() } else { r }
-        };
+/// The lowest and highest value of each feature, over rows seen one at a time: the training
+/// rows are kept in `f32` (`Samples`), and the bounds come from them as computed.
+pub(super) struct FeatureRange {
+    low: Vec<f64>,
+    high: Vec<f64>,
+}
+
+impl FeatureRange {
+    pub fn new(features: usize) -> Self {
         Self {
-            low: low.into_iter().map(below).collect(),
-            high: high.into_iter().map(above).collect(),
+            low: vec![f64::INFINITY; features],
+            high: vec![f64::NEG_INFINITY; features],
         }
     }
 
+    pub fn add(&mut self, row: &[f64]) {
+        for ((low, high), &v) in self.low.iter_mut().zip(&mut self.high).zip(row) {
+            *low = low.min(v);
+            *high = high.max(v);
+        }
+    }
+
+    /// The range in `f32`, rounded outwards.
+    pub fn bounds(&self) -> FeatureBounds {
+        let below = |&v: &f64| {
+            let r = v as f32;
+            if f64::from(r) > v { r.next_down() } else { r }
+        };
+        let above = |&v: &f64| {
+            let r = v as f32;
+            if f64::from(r) < v { r.next_up() } else { r }
+        };
+        FeatureBounds {
+            low: self.low.iter().map(below).collect(),
+            high: self.high.iter().map(above).collect(),
+        }
+    }
+}
+
+impl FeatureBounds {
     pub fn clip(&self, row: &mut [f64]) {
         for ((v, &lo), &hi) in row.iter_mut().zip(&self.low).zip(&self.high) {
             if lo <= hi {
@@ -291,7 +306,7 @@ impl FeatureBounds {
 
 #[cfg(test)]
 mod tests {
-    use super::FeatureBounds;
+    use super::FeatureRange;
     use proptest::prelude::*;
 
     proptest! {
@@ -304,7 +319,11 @@ mod tests {
         ) {
             let scale = 10f64.powi(magnitude);
             let rows = ndarray::Array2::from_shape_fn((4, 3), |(i, j)| raw[i * 3 + j] * scale);
-            let bounds = FeatureBounds::of(rows.view());
+            let mut range = FeatureRange::new(3);
+            for row in rows.rows() {
+                range.add(row.as_slice().unwrap());
+            }
+            let bounds = range.bounds();
             for row in rows.rows() {
                 let mut clipped = row.to_vec();
                 bounds.clip(&mut clipped);

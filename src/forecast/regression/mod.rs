@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use ndarray::Array2;
 
-use self::layout::{EventIndex, FeatureBounds, Layout};
+use self::layout::{EventIndex, FeatureBounds, FeatureRange, Layout};
 use self::prepare::{Prepared, prepare};
 pub use self::ridge::{FittedRidge, Ridge, RidgeError};
 use self::validation::{

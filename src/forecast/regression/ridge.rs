@@ -8,6 +8,7 @@
 use linfa::DatasetBase;
 use linfa::traits::Fit;
 use linfa_linalg::cholesky::CholeskyInplace;
+use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView2, Axis, s};
 
 /// Ridge regression with one weight column per target; the intercept is a feature of ones.
@@ -49,6 +50,40 @@ impl Fit<Array2<f64>, Array2<f64>, RidgeError> for Ridge {
 /// `X'X` and `X'Y` of a set of rows.
 pub fn normal_equations(x: ArrayView2<f64>, y: ArrayView2<f64>) -> (Array2<f64>, Array2<f64>) {
     (x.t().dot(&x), x.t().dot(&y))
+}
+
+/// Rows of `f32` features converted to `f64` at a time: the products are summed in `f64`
+/// without an `f64` copy of the whole matrix.
+const ROWS_AT_A_TIME: usize = 256;
+
+/// `X'X` and `X'Y` of rows kept in `f32`, summed in `f64`.
+pub fn normal_equations_of_f32(
+    x: ArrayView2<f32>,
+    y: ArrayView2<f64>,
+) -> (Array2<f64>, Array2<f64>) {
+    let mut gram = Array2::zeros((x.ncols(), x.ncols()));
+    let mut xty = Array2::zeros((x.ncols(), y.ncols()));
+    for (rows, targets) in x
+        .axis_chunks_iter(Axis(0), ROWS_AT_A_TIME)
+        .zip(y.axis_chunks_iter(Axis(0), ROWS_AT_A_TIME))
+    {
+        let rows = rows.mapv(f64::from);
+        general_mat_mul(1.0, &rows.t(), &rows, 1.0, &mut gram);
+        general_mat_mul(1.0, &rows.t(), &targets, 1.0, &mut xty);
+    }
+    (gram, xty)
+}
+
+/// `X W` for rows kept in `f32`, in `f64`.
+pub fn predict_f32(x: ArrayView2<f32>, weights: &Array2<f64>) -> Array2<f64> {
+    let mut out = Array2::zeros((x.nrows(), weights.ncols()));
+    for (rows, mut predicted) in x
+        .axis_chunks_iter(Axis(0), ROWS_AT_A_TIME)
+        .zip(out.axis_chunks_iter_mut(Axis(0), ROWS_AT_A_TIME))
+    {
+        general_mat_mul(1.0, &rows.mapv(f64::from), weights, 0.0, &mut predicted);
+    }
+    out
 }
 
 impl Ridge {
@@ -125,6 +160,28 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
+
+    #[test]
+    fn rows_kept_in_f32_give_the_normal_equations_and_predictions_of_f64() {
+        // 600 rows: two whole blocks of `ROWS_AT_A_TIME` and a part of one. Values that `f32`
+        // holds exactly, so the sums must agree to rounding.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+        let x = Array2::from_shape_fn((600, 7), |_| f64::from(rng.random_range(-64i32..64)) / 8.0);
+        let y = Array2::from_shape_fn((600, 3), |_| rng.random_range(-1.0..1.0));
+        let weights = Array2::from_shape_fn((7, 3), |_| rng.random_range(-1.0..1.0));
+        let kept = x.mapv(|v| v as f32);
+        let (gram, xty) = normal_equations_of_f32(kept.view(), y.view());
+        let (expected_gram, expected_xty) = normal_equations(x.view(), y.view());
+        let close = |a: &Array2<f64>, b: &Array2<f64>| {
+            a.shape() == b.shape()
+                && a.iter()
+                    .zip(b)
+                    .all(|(u, v)| (u - v).abs() <= 1e-9 * (1.0 + v.abs()))
+        };
+        assert!(close(&gram, &expected_gram));
+        assert!(close(&xty, &expected_xty));
+        assert!(close(&predict_f32(kept.view(), &weights), &x.dot(&weights)));
+    }
 
     #[test]
     fn ridge_recovers_known_weights_through_linfa() {

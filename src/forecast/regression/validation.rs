@@ -16,9 +16,10 @@ use std::ops::Range;
 use ndarray::{Array2, s};
 
 use super::super::prep::OrderStatistics;
+use super::layout::FeatureBounds;
 use super::layout::Layout;
 use super::prepare::Prepared;
-use super::ridge::{Ridge, normal_equations};
+use super::ridge::{Ridge, normal_equations_of_f32, predict_f32};
 
 /// Order statistics kept per horizon step for the band: a quantile read from them is off by at
 /// most one percent of rank, and a daemon with a thousand workloads keeps 12 KB per workload at
@@ -31,7 +32,13 @@ const MIN_BAND_ERRORS: usize = 60;
 
 /// The training rows of a fit: one per origin of each series, strided on long histories.
 pub(super) struct Samples {
-    pub x: Array2<f64>,
+    /// The features, one row per origin, in `f32`: in `f64` the design matrix was a fit's
+    /// largest allocation (3,450 origins x 101 features, 2.8 MB, at 14 days of 1m), and a fit's
+    /// working set is live all the time while the first fits queue, when the daemon's memory
+    /// peaks. Products are summed in `f64` (`ridge::normal_equations_of_f32`).
+    pub x: Array2<f32>,
+    /// The range of each feature over the rows as computed, before they were kept in `f32`.
+    pub bounds: FeatureBounds,
     pub y: Array2<f64>,
     /// Row-major `rows x horizon`: the target was observed (not a filled gap).
     pub observed: Vec<bool>,
@@ -115,7 +122,7 @@ pub(super) fn held_out_forecasts(
         }
         let (mut gram, mut xty) = full.clone();
         for run in &excluded {
-            let (gram_out, xty_out) = normal_equations(
+            let (gram_out, xty_out) = normal_equations_of_f32(
                 samples.x.slice(s![run.clone(), ..]),
                 samples.y.slice(s![run.clone(), ..]),
             );
@@ -125,7 +132,7 @@ pub(super) fn held_out_forecasts(
         for (ridge, out) in ridges.iter().zip(&mut held_out) {
             let weights = ridge.solve_normal(&gram, &xty).ok()?;
             for run in &scored {
-                let predicted = samples.x.slice(s![run.clone(), ..]).dot(&weights);
+                let predicted = predict_f32(samples.x.slice(s![run.clone(), ..]), &weights);
                 for (r, predicted) in run.clone().zip(predicted.rows()) {
                     for h in 0..horizon {
                         if samples.observed[r * horizon + h] {
