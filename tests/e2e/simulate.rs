@@ -193,11 +193,22 @@ fn simulate_replays_the_history_prometheus_holds() {
             rows.windows(2).all(|w| w[1].0 - w[0].0 == 60),
             "{name}: 1-minute steps"
         );
-        let gaps = rows.iter().filter(|(_, v)| v.is_none()).count();
+        let gaps: Vec<i64> = rows
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(t, _)| *t)
+            .collect();
+        // Holes made while the test bed's Prometheus ran without scraping (a suspended
+        // machine) are not backfilled by a later `up`, which fills only the time it was down.
         assert!(
-            gaps * 100 <= rows.len(),
-            "{name}: {gaps} gaps in {} points",
-            rows.len()
+            gaps.len() * 100 <= rows.len(),
+            "{name}: {} gaps in {} points, from {:?} to {:?} (Unix seconds); if Prometheus \
+             holds a hole there, start its history anew: tests/e2e/testbed down, remove the \
+             state directory's prometheus/, tests/e2e/testbed up",
+            gaps.len(),
+            rows.len(),
+            gaps.first(),
+            gaps.last()
         );
         let old_enough: Vec<_> = rows
             .iter()
