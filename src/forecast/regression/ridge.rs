@@ -48,7 +48,7 @@ impl Fit<Array2<f64>, Array2<f64>, RidgeError> for Ridge {
 }
 
 /// `X'X` and `X'Y` of a set of rows.
-pub fn normal_equations(x: ArrayView2<f64>, y: ArrayView2<f64>) -> (Array2<f64>, Array2<f64>) {
+fn normal_equations(x: ArrayView2<f64>, y: ArrayView2<f64>) -> (Array2<f64>, Array2<f64>) {
     (x.t().dot(&x), x.t().dot(&y))
 }
 

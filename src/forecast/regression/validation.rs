@@ -16,8 +16,7 @@ use std::ops::Range;
 use ndarray::{Array2, s};
 
 use super::super::prep::OrderStatistics;
-use super::layout::FeatureBounds;
-use super::layout::Layout;
+use super::layout::{FeatureBounds, Layout};
 use super::prepare::Prepared;
 use super::ridge::{Ridge, normal_equations_of_f32, predict_f32};
 

@@ -115,9 +115,10 @@ impl PrometheusSource {
             Ok(token) => token,
             Err(e) => return Attempt::Fail(e),
         };
-        let http = match points > BULK_POINTS {
-            true => &self.bulk_http,
-            false => &self.http,
+        let http = if points > BULK_POINTS {
+            &self.bulk_http
+        } else {
+            &self.http
         };
         let mut request = http
             .get(format!("{}{path}", self.base))
