@@ -21,8 +21,8 @@ use crate::policy::ShiftPolicySpec;
 
 pub use guardrails::scale_down_allowance;
 pub use online::{
-    ACTUATION_ALLOWANCE_SECS, MAX_MISSED_SHARE, MIN_JUDGED_POINTS, TRUST_WINDOW_SECS, replicas_for,
-    trust_window,
+    ACTUATION_ALLOWANCE_SECS, FALSE_DISTRUST_CHANCE, MIN_JUDGED_POINTS, MISSED_SHARE_MARGIN,
+    TRUST_WINDOW_SECS, replicas_for, trust_window,
 };
 
 /// CPU in cores and memory in bytes: the two resources capacity is split by.

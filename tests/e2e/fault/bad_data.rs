@@ -272,12 +272,17 @@ pub(crate) async fn bad_metric_data_never_panics_nor_scales_online_down() {
         source.data.lock().unwrap_or_else(|e| e.into_inner()).0 = Data::Normal;
         let normal_again = unix_now();
         // Demand is readable again: the change made during the fault applies.
-        let applied = wait_until(
+        let applied = wait_for(
             &format!("the change made during {data:?} to apply after it"),
             Duration::from_secs(120),
             async || {
-                let desired = settled(&admin, &ns, "shop").await?;
-                (desired["payment"] < before["payment"]).then_some(desired)
+                let desired = settled_or_why(&admin, &ns, "shop").await?;
+                match desired["payment"] < before["payment"] {
+                    true => Ok(desired),
+                    false => Err(format!(
+                        "settled at {desired:?}, payment not below {before:?}"
+                    )),
+                }
             },
         )
         .await;

@@ -50,20 +50,40 @@ pub(crate) async fn poll_until<T>(
     }
 }
 
-/// Poll `check` every `every` until it gives a value, or panic naming `what` after `timeout`.
+/// Poll `check` every half second until it gives a value, or panic naming `what` after
+/// `timeout`.
 pub(crate) async fn wait_until<T>(
     what: &str,
     timeout: Duration,
     mut check: impl AsyncFnMut() -> Option<T>,
 ) -> T {
+    wait_for(what, timeout, async || {
+        check().await.ok_or_else(String::new)
+    })
+    .await
+}
+
+/// [`wait_until`] for a check that says why it is not there yet: the last reason is in the
+/// panic message, so a timeout tells what the test was stuck on.
+pub(crate) async fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(value) = check().await {
-            return value;
-        }
+        let why = match check().await {
+            Ok(value) => return value,
+            Err(why) => why,
+        };
         assert!(
             Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
+            "timed out after {timeout:?} waiting for {what}{}",
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!("; last seen: {why}")
+            }
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -226,25 +246,60 @@ pub(crate) async fn settled(
     ns: &str,
     name: &str,
 ) -> Option<BTreeMap<String, u32>> {
-    let (policy, status) = status_of(client, ns, name).await?;
-    if status.observed_generation != policy.metadata.generation
-        || !is_true(&status, "Ready")
-        || is_true(&status, "Degraded")
-        || status.workloads.is_empty()
-        || status.workloads.iter().any(|w| w.current != w.desired)
-    {
-        return None;
+    settled_or_why(client, ns, name).await.ok()
+}
+
+/// [`settled`], or what is not settled yet: the conditions that are not as wanted, with
+/// their reasons and messages, and the workloads not at their desired replicas.
+pub(crate) async fn settled_or_why(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<BTreeMap<String, u32>, String> {
+    let (policy, status) = status_of(client, ns, name)
+        .await
+        .ok_or_else(|| format!("policy {ns}/{name} has no status (or could not be read)"))?;
+    let mut why = Vec::new();
+    if status.observed_generation != policy.metadata.generation {
+        why.push(format!(
+            "observedGeneration {:?} of generation {:?}",
+            status.observed_generation, policy.metadata.generation
+        ));
+    }
+    for (type_, wanted) in [("Ready", true), ("Degraded", false)] {
+        if is_true(&status, type_) != wanted {
+            let (state, reason, message) = condition(&status, type_).unwrap_or(("absent", "", ""));
+            why.push(format!("{type_} {state} ({reason}: {message})"));
+        }
+    }
+    if status.workloads.is_empty() {
+        why.push("no workloads in the status".into());
+    }
+    for w in status.workloads.iter().filter(|w| w.current != w.desired) {
+        why.push(format!("{} at {} of {}", w.name, w.current, w.desired));
+    }
+    if !why.is_empty() {
+        return Err(why.join("; "));
     }
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let mut desired = BTreeMap::new();
     for w in &status.workloads {
-        match deployments.get_opt(&w.name).await.ok()? {
-            Some(d) if d.spec.replicas? as u32 != w.desired => return None,
-            _ => {}
+        let deployment = deployments
+            .get_opt(&w.name)
+            .await
+            .map_err(|e| format!("reading Deployment {ns}/{}: {e}", w.name))?;
+        if let Some(d) = deployment {
+            let replicas = d.spec.replicas;
+            if replicas != Some(w.desired as i32) {
+                return Err(format!(
+                    "Deployment {} has spec.replicas {replicas:?}, the status wants {}",
+                    w.name, w.desired
+                ));
+            }
         }
         desired.insert(w.name.clone(), w.desired);
     }
-    Some(desired)
+    Ok(desired)
 }
 
 pub(crate) async fn wait_settled(
@@ -253,10 +308,10 @@ pub(crate) async fn wait_settled(
     name: &str,
     timeout: Duration,
 ) -> BTreeMap<String, u32> {
-    wait_until(
+    wait_for(
         &format!("policy {ns}/{name} to be Ready with its plan applied"),
         timeout,
-        async || settled(client, ns, name).await,
+        async || settled_or_why(client, ns, name).await,
     )
     .await
 }
