@@ -7,12 +7,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::cycle::{self, CycleReport, Environment};
+use super::cycle::{self, CycleReport, Environment, WriteAhead};
 use super::{Context, Error, PolicyState, foreign_targets, status};
 use crate::actuate::{Actuator, WriteRefused};
 use crate::policy::{ShiftPolicy, ShiftPolicySpec};
@@ -170,18 +172,80 @@ async fn run(
             Ok(())
         }
     };
+    let write_ahead = StatusWriteAhead {
+        policy,
+        ctx,
+        namespace,
+    };
     let env = Environment {
         source: ctx.source.as_ref(),
         actuator: ctx.actuator.as_ref(),
         forecaster: ctx.forecaster.clone(),
         fit_slots: &ctx.fit_slots,
         may_write: &may_write,
+        write_ahead: &write_ahead,
         shrink_wait: ctx.shrink_wait,
         metrics: &ctx.metrics,
         policy: name,
         namespace,
     };
     cycle::run_cycle(&env, spec, &mut state.memory, super::unix_now()).await
+}
+
+/// The write-ahead of a scale to zero: `written: 0` in the policy's status for the workloads,
+/// as `status::zeros_ahead` puts it. Fenced like the status; a patch the API server refuses
+/// (the status changed since the policy was read) or that fails lets the scale go ahead, with
+/// a warning: without the record a successor may report a false `Conflict`, which holds a
+/// target but never scales online down.
+struct StatusWriteAhead<'a> {
+    policy: &'a ShiftPolicy,
+    ctx: &'a Context,
+    namespace: &'a str,
+}
+
+impl WriteAhead for StatusWriteAhead<'_> {
+    fn record_zeros(&self, workloads: Vec<String>) -> BoxFuture<'_, Result<(), WriteRefused>> {
+        record_zeros_ahead(self.policy, self.ctx, self.namespace, workloads).boxed()
+    }
+}
+
+async fn record_zeros_ahead(
+    policy: &ShiftPolicy,
+    ctx: &Context,
+    namespace: &str,
+    workloads: Vec<String>,
+) -> Result<(), WriteRefused> {
+    let Some(patch) = policy
+        .status
+        .as_ref()
+        .and_then(|status| status::zeros_ahead(status, &workloads))
+    else {
+        return Ok(());
+    };
+    let name = policy.name_any();
+    let _permit = ctx.status_writes.acquire().await;
+    if !ctx.leadership.may_write(ctx.api_timeout) {
+        return Err(WriteRefused::LeadershipLost);
+    }
+    let api: Api<ShiftPolicy> = Api::namespaced(ctx.client.clone(), namespace);
+    let recorded = within(
+        ctx.api_timeout,
+        api.patch_status(&name, &PatchParams::default(), &Patch::Json::<()>(patch)),
+    )
+    .await;
+    if let Err(cause) = recorded {
+        ctx.metrics
+            .kube_api_errors_total
+            .with_label_values(&["patch"])
+            .inc();
+        tracing::warn!(
+            policy = %format!("{namespace}/{name}"),
+            workloads = ?workloads,
+            %cause,
+            "scaling to zero without recording it in the status first; a successor may take the zero for another writer's"
+        );
+    }
+    Ok(())
 }
 
 /// What `publish` did with the status.

@@ -5,6 +5,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::events::{Event, EventType};
+use serde_json::json;
 
 use super::cycle::CycleReport;
 use crate::actuate::{OtherWriter, WriteRefused, WriterMemory};
@@ -215,6 +216,48 @@ pub fn conditions(
 /// How long a status whose only news is its wording (a reason's demand figure, the next
 /// peak's forecast) may go unwritten. Anything else that changes is written at once.
 pub const STATUS_REFRESH: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The status patch that sets `written` to zero for each object of `workloads` whose baseline
+/// in `status` is not zero already: what `reconcile` sends before scaling them to zero (a
+/// write-ahead; `apply` says why). Each workload's entry is found by its index in `status`,
+/// guarded by a test of its name: if the list changed since `status` was read, the API server
+/// refuses the whole patch. `None` when there is nothing to record (no baseline recorded yet:
+/// a successor then has none to take a zero for another writer's by).
+pub fn zeros_ahead(status: &ShiftPolicyStatus, workloads: &[String]) -> Option<json_patch::Patch> {
+    let mut operations = Vec::new();
+    for (index, workload) in status.workloads.iter().enumerate() {
+        if !workloads.contains(&workload.name) {
+            continue;
+        }
+        let objects: Vec<&String> = workload
+            .written
+            .iter()
+            .filter(|&(_, &replicas)| replicas != 0)
+            .map(|(object, _)| object)
+            .collect();
+        if objects.is_empty() {
+            continue;
+        }
+        operations.push(json!({
+            "op": "test",
+            "path": format!("/status/workloads/{index}/name"),
+            "value": workload.name,
+        }));
+        for object in objects {
+            // RFC 6901: `~` and `/` in a key are escaped (no Kubernetes name has them).
+            let key = object.replace('~', "~0").replace('/', "~1");
+            operations.push(json!({
+                "op": "add",
+                "path": format!("/status/workloads/{index}/written/{key}"),
+                "value": 0,
+            }));
+        }
+    }
+    if operations.is_empty() {
+        return None;
+    }
+    serde_json::from_value(serde_json::Value::Array(operations)).ok()
+}
 
 /// Whether `new` tells something `old` does not, beyond what changes every cycle without a
 /// decision changing: each workload's reason text and the next peak's time and demand (its
@@ -627,5 +670,47 @@ mod tests {
         let mut peak_needs_more = reworded;
         peak_needs_more.next_peak.as_mut().unwrap().replicas = 5;
         assert!(materially_different(&old, &peak_needs_more));
+    }
+
+    #[test]
+    fn a_scale_to_zero_is_recorded_ahead_only_where_the_baseline_is_not_zero() {
+        let workload = |name: &str, written: &[(&str, u32)]| WorkloadStatus {
+            name: name.into(),
+            class: "offline".into(),
+            written: written.iter().map(|&(o, r)| (o.to_string(), r)).collect(),
+            ..Default::default()
+        };
+        let status = ShiftPolicyStatus {
+            workloads: vec![
+                workload("payment", &[("payment", 6)]),
+                workload("training", &[("training", 3)]),
+                workload("reports", &[("reports", 0)]),
+                workload("etl", &[]),
+            ],
+            ..Default::default()
+        };
+        let zeros = ["training", "reports", "etl"].map(String::from);
+        let patch = zeros_ahead(&status, &zeros).expect("training's 3 to record as 0");
+        // Applied as the API server applies it, to the policy as it was read.
+        let mut policy = json!({"status": status});
+        json_patch::patch(&mut policy, &patch).expect("the patch applies");
+        let after: ShiftPolicyStatus = serde_json::from_value(policy["status"].take()).unwrap();
+        let written = |i: usize| after.workloads[i].written.clone();
+        assert_eq!(written(1), [("training".to_string(), 0)].into());
+        assert_eq!(
+            written(0),
+            status.workloads[0].written,
+            "payment is not scaled to zero"
+        );
+        assert_eq!(written(2), status.workloads[2].written);
+        assert!(written(3).is_empty(), "no baseline to record over");
+        // The list changed since it was read: the whole patch is refused, nothing is written.
+        let mut moved = json!({"status": ShiftPolicyStatus {
+            workloads: vec![status.workloads[1].clone(), status.workloads[0].clone()],
+            ..Default::default()
+        }});
+        assert!(json_patch::patch(&mut moved, &patch).is_err());
+        // Nothing to record: no patch at all.
+        assert!(zeros_ahead(&status, &["reports".to_string(), "etl".to_string()]).is_none());
     }
 }

@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::{Applied, CycleReport, Environment};
-use crate::actuate::{Actuator, DryRun, ScaleOutcome, Target};
+use crate::actuate::{Actuator, DryRun, ScaleOutcome, Target, WriteRefused};
 use crate::plan::Plan;
+use crate::policy::WorkloadKind;
 
 /// Every shrink, then wait for the shrunk pods to be gone, then every grow.
 pub(super) async fn apply(env: &Environment<'_>, plan: &Plan, report: &mut CycleReport) {
@@ -32,6 +33,12 @@ pub(super) async fn apply(env: &Environment<'_>, plan: &Plan, report: &mut Cycle
     let mut shrink_not_applied = false;
     let shrinks: Vec<(String, u32)> = plan.shrinks().map(|a| (a.name.to_string(), a.to)).collect();
     let grows: Vec<(String, u32)> = plan.grows().map(|a| (a.name.to_string(), a.to)).collect();
+    if !report.dry_run
+        && let Err(refused) = record_zeros_ahead(env, &shrinks, &by_name, &in_conflict).await
+    {
+        report.fenced = Some(refused);
+        return;
+    }
     for (phase, actions) in [("shrink", shrinks), ("grow", grows)] {
         if phase == "grow" && !actions.is_empty() && shrink_not_applied {
             report.errors.push(format!(
@@ -111,6 +118,39 @@ pub(super) async fn apply(env: &Environment<'_>, plan: &Plan, report: &mut Cycle
             }
         }
     }
+}
+
+/// Before any scale to zero of a Deployment or StatefulSet is sent, the policy's status says
+/// that zero is tideshift's (`written: 0`). Through `/scale` a zero leaves no owner of the
+/// replicas in `managedFields` (the Scale object omits a zero), so a successor whose
+/// predecessor died between the scale and its next status could not tell the zero from
+/// another writer's: it reported a false `Conflict` and held the target. If the scale is never
+/// sent, the successor finds replicas last written by tideshift and adopts them. (A Job's zero
+/// is `suspend: true`, which keeps an owner.)
+async fn record_zeros_ahead(
+    env: &Environment<'_>,
+    shrinks: &[(String, u32)],
+    by_name: &HashMap<&str, (&'static str, Target)>,
+    in_conflict: &[String],
+) -> Result<(), WriteRefused> {
+    let zeros: Vec<String> = shrinks
+        .iter()
+        .filter(|(name, to)| *to == 0 && !in_conflict.contains(name))
+        .filter(|(name, _)| {
+            by_name.get(name.as_str()).is_some_and(|(_, target)| {
+                matches!(
+                    target.kind,
+                    WorkloadKind::Deployment | WorkloadKind::StatefulSet
+                )
+            })
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    if zeros.is_empty() {
+        return Ok(());
+    }
+    (env.may_write)(Duration::ZERO)?;
+    env.write_ahead.record_zeros(zeros).await
 }
 
 /// True when every shrunk target's pods are down to its new count within the wait.

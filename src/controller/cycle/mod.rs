@@ -20,12 +20,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+
 use crate::actuate::{Actuator, Fence, Target, WriteRefused, WriterMemory};
 use crate::forecast::{FittedModel, ForecastRecord, Forecaster};
 use crate::plan::{Plan, PlanInput, PlanMemory};
 use crate::policy::{Mode, ShiftPolicySpec};
 use crate::source::DemandSource;
 use crate::telemetry::Metrics;
+
+/// Records, before the scales to zero of `workloads` are sent, that tideshift writes zero to
+/// them (why: `apply::record_zeros_ahead`). Refuses like a write once the fence refuses.
+pub trait WriteAhead: Send + Sync {
+    fn record_zeros(&self, workloads: Vec<String>) -> BoxFuture<'_, Result<(), WriteRefused>>;
+}
 
 /// What stays between cycles of one policy.
 #[derive(Default)]
@@ -56,6 +64,8 @@ pub struct Environment<'a> {
     /// the write may take): refuses once leadership is lost or about to run out, or once the
     /// policy has changed since the cycle began.
     pub may_write: Fence<'a>,
+    /// Where a scale to zero is recorded before it is sent (the policy's status).
+    pub write_ahead: &'a dyn WriteAhead,
     /// Longest wait for shrunk pods to be gone before growing anyway.
     pub shrink_wait: Duration,
     pub metrics: &'a Metrics,

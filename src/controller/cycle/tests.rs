@@ -104,6 +104,17 @@ impl FakeCluster {
     }
 }
 
+/// Into the same log as the writes.
+impl WriteAhead for FakeCluster {
+    fn record_zeros(&self, workloads: Vec<String>) -> BoxFuture<'_, Result<(), WriteRefused>> {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("record zeros {}", workloads.join(",")));
+        async { Ok(()) }.boxed()
+    }
+}
+
 fn name(target: &Target) -> String {
     target.name.clone().unwrap()
 }
@@ -262,6 +273,7 @@ async fn cycle_fenced(
         forecaster: Arc::from(crate::forecast::default_forecaster()),
         fit_slots,
         may_write: fence,
+        write_ahead: cluster,
         shrink_wait: Duration::from_secs(5),
         metrics: &metrics,
         policy: "checkout",
@@ -321,6 +333,56 @@ async fn the_whole_history_is_read_to_refit_and_only_the_recent_part_between() {
             ("payment_demand".to_string(), NOW + 10 * 60 - recent)
         ]
     );
+}
+
+#[tokio::test]
+async fn a_scale_to_zero_is_recorded_in_the_status_before_it_is_sent() {
+    // Payment needs all 10 cores: batch goes 8 -> 0.
+    let cluster = FakeCluster::with(&[("payment", 2), ("batch", 8)]);
+    let mut memory = PolicyMemory::default();
+    let report = cycle(
+        &spec("enforce"),
+        &source(1000.0),
+        &cluster,
+        &mut memory,
+        true,
+    )
+    .await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let log = cluster.log();
+    let recorded = log.iter().position(|l| l == "record zeros batch");
+    let scaled = log.iter().position(|l| l == "scale batch 8->0");
+    assert!(
+        recorded.is_some() && scaled.is_some() && recorded < scaled,
+        "{log:?}"
+    );
+    assert_eq!(
+        log.iter().filter(|l| l.starts_with("record")).count(),
+        1,
+        "only the zero, once: {log:?}"
+    );
+    // A shrink above zero, a dry run and a fenced cycle record nothing.
+    for (mode, demand, may_write) in [
+        ("enforce", 750.0, true),
+        ("dry-run", 1000.0, true),
+        ("enforce", 1000.0, false),
+    ] {
+        let cluster = FakeCluster::with(&[("payment", 2), ("batch", 8)]);
+        let mut memory = PolicyMemory::default();
+        cycle(
+            &spec(mode),
+            &source(demand),
+            &cluster,
+            &mut memory,
+            may_write,
+        )
+        .await;
+        let log = cluster.log();
+        assert!(
+            !log.iter().any(|l| l.starts_with("record")),
+            "{mode} {demand} {may_write}: {log:?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -324,8 +324,8 @@ pub(crate) async fn replicas(client: &Client, ns: &str, name: &str) -> Option<u3
     Some(d.spec.replicas? as u32)
 }
 
-/// Reasons of tideshift's Events on the policies of `ns`.
-pub(crate) async fn event_reasons(client: &Client, ns: &str) -> Vec<String> {
+/// tideshift's Events on the policies of `ns`.
+pub(crate) async fn tideshift_events(client: &Client, ns: &str) -> Vec<Event> {
     Api::<Event>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
         .await
@@ -333,10 +333,18 @@ pub(crate) async fn event_reasons(client: &Client, ns: &str) -> Vec<String> {
             list.items
                 .into_iter()
                 .filter(|e| e.reporting_controller.as_deref() == Some("tideshift"))
-                .filter_map(|e| e.reason)
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Reasons of tideshift's Events on the policies of `ns`.
+pub(crate) async fn event_reasons(client: &Client, ns: &str) -> Vec<String> {
+    tideshift_events(client, ns)
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect()
 }
 
 // ---- the daemon under test ---------------------------------------------------------------------

@@ -77,6 +77,27 @@ pub(crate) async fn leader_killed_mid_shift_standby_takes_over_and_never_two_wri
     .await;
     let (more_wrong, lost) = judge_shift(&writes, shift_from, &ns, &before, &after, &mut problems);
     wrong += more_wrong;
+    // a shrank training to zero through `/scale`, which leaves no owner of the replicas, and
+    // died before its cycle's status: b knows the zero is tideshift's only because a recorded
+    // it in the status before sending it. Without that record b reported another writer.
+    let zeroed = writes_to(&writes, &ns, "training")
+        .iter()
+        .any(|w| w.by == "replica-a" && w.to == 0);
+    if !zeroed {
+        problems.push(format!(
+            "replica a never scaled training to zero (the case this class is about): {writes:?}"
+        ));
+    }
+    let events = tideshift_events(&admin, &ns).await;
+    for event in events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("OtherWriter"))
+    {
+        problems.push(format!(
+            "after the takeover, a's own scale to zero was taken for another writer's: {:?} by {:?}",
+            event.note, event.reporting_instance
+        ));
+    }
     eprintln!(
         "leader loss: takeover {takeover:.2}s, {before:?} -> {after:?}, writes (audit) {writes:?}"
     );
