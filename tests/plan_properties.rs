@@ -79,13 +79,27 @@ enum Trust {
     Judged { points: usize, missed: usize },
 }
 
-/// The planner's trust gate, restated: a fallback, or more than a quarter of at least 8 judged
-/// points above the band.
+/// The quantile of every forecast here (`forecast`): 5% of misses expected.
+const QUANTILE: f64 = 0.95;
+
+/// The planner's trust gate, restated: a fallback, or, over at least 8 judged points, a share
+/// of misses above the band's `1 - quantile` plus 20 points, and so many misses that a band
+/// holding its quantile has less than 1 chance in 10,000 to show as many (summed here term by
+/// term, not with the planner's statrs).
 fn distrusted(trust: &Trust) -> bool {
     match *trust {
         Trust::Checked => false,
         Trust::Fallback => true,
-        Trust::Judged { points, missed } => points >= 8 && missed * 4 > points,
+        Trust::Judged { points, missed } => {
+            let expected = 1.0 - QUANTILE;
+            let chance: f64 = (missed..=points)
+                .map(|k| {
+                    let ways = (0..k).fold(1.0, |c, i| c * (points - i) as f64 / (i + 1) as f64);
+                    ways * expected.powi(k as i32) * (1.0 - expected).powi((points - k) as i32)
+                })
+                .sum();
+            points >= 8 && missed as f64 > (expected + 0.2) * points as f64 && chance < 1e-4
+        }
     }
 }
 
@@ -269,7 +283,7 @@ fn forecast(start: i64, upper: &[f64]) -> Forecast {
         point: upper.to_vec(),
         lower: upper.to_vec(),
         upper: upper.to_vec(),
-        quantile: 0.95,
+        quantile: QUANTILE,
         method: ForecastMethod::Regression,
     }
 }

@@ -27,12 +27,12 @@ pub const MIN_JUDGED_POINTS: usize = 8;
 /// share plus this margin...
 pub const MISSED_SHARE_MARGIN: f64 = 0.20;
 
-/// ...and so often that a band that holds its quantile would break that often by chance at
-/// most once in 10,000 judgements (a one-sided binomial test). A daemon judges every cycle, so
+/// ...and so often that a band that holds its quantile would break that often by chance less
+/// than once in 10,000 judgements (a one-sided binomial test). A daemon judges every cycle, so
 /// the chance per judgement must be small: without the test, a few unlucky misses among the
 /// first judged times after a start (3 of 8 at quantile 0.9) took the forecast of a healthy
-/// workload away, and pre-scaling with it, in 12% of starts. With it, fewer than 0.1% of
-/// starts, while a band the demand breaks at half the times is caught within 30 judged times
+/// workload away, and pre-scaling with it, in 12% of starts. With it, about 0.05% of starts,
+/// while a band the demand breaks at half the times is caught within 30 judged times
 /// (`a_band_that_holds_its_quantile_is_rarely_distrusted_by_chance_and_a_broken_one_soon`).
 pub const FALSE_DISTRUST_CHANCE: f64 = 1e-4;
 /// A forecast made from demand that ends more than `2 x max(step, interval, 60 s)` before now
@@ -96,8 +96,9 @@ fn chance_of_as_many_misses(judged: &RecentAccuracy, expected: f64) -> f64 {
     }
     match Binomial::new(expected, judged.points as u64) {
         Ok(binomial) => binomial.sf(judged.missed as u64 - 1),
-        // Only for a quantile outside (0, 1), which validation refuses: judge on the share.
-        Err(_) => 0.0,
+        // `expected` is clamped to [0, 1]: only a NaN quantile gets here, and `distrust` has
+        // already refused it on the share (a comparison with NaN is false).
+        Err(_) => 1.0,
     }
 }
 
