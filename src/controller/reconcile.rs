@@ -14,7 +14,7 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::cycle::{self, CycleReport, Environment, WriteAhead};
+use super::cycle::{self, CycleReport, Environment, PendingZero, WriteAhead};
 use super::{Context, Error, PolicyState, foreign_targets, status};
 use crate::actuate::{Actuator, WriteRefused};
 use crate::policy::{ShiftPolicy, ShiftPolicySpec};
@@ -192,10 +192,10 @@ async fn run(
     cycle::run_cycle(&env, spec, &mut state.memory, super::unix_now()).await
 }
 
-/// The write-ahead of a scale to zero: `written: 0` in the policy's status for the workloads,
-/// as `status::zeros_ahead` puts it. Fenced like the status; a patch the API server refuses
-/// (the status changed since the policy was read) or that fails lets the scale go ahead, with
-/// a warning: without the record a successor may report a false `Conflict`, which holds a
+/// The write-ahead of scales to zero: `pendingZero` in the policy's status, as
+/// `status::zeros_ahead` puts it. Fenced like the status; a patch the API server refuses (the
+/// status's workloads are not the cycle's yet) or that fails lets the scales go ahead, with a
+/// warning: without the record a successor may report a false `Conflict`, which holds a
 /// target but never scales online down.
 struct StatusWriteAhead<'a> {
     policy: &'a ShiftPolicy,
@@ -204,8 +204,8 @@ struct StatusWriteAhead<'a> {
 }
 
 impl WriteAhead for StatusWriteAhead<'_> {
-    fn record_zeros(&self, workloads: Vec<String>) -> BoxFuture<'_, Result<(), WriteRefused>> {
-        record_zeros_ahead(self.policy, self.ctx, self.namespace, workloads).boxed()
+    fn record_zeros(&self, zeros: Vec<PendingZero>) -> BoxFuture<'_, Result<(), WriteRefused>> {
+        record_zeros_ahead(self.policy, self.ctx, self.namespace, zeros).boxed()
     }
 }
 
@@ -213,13 +213,9 @@ async fn record_zeros_ahead(
     policy: &ShiftPolicy,
     ctx: &Context,
     namespace: &str,
-    workloads: Vec<String>,
+    zeros: Vec<PendingZero>,
 ) -> Result<(), WriteRefused> {
-    let Some(patch) = policy
-        .status
-        .as_ref()
-        .and_then(|status| status::zeros_ahead(status, &workloads))
-    else {
+    let Some(patch) = status::zeros_ahead(&zeros) else {
         return Ok(());
     };
     let name = policy.name_any();
@@ -238,9 +234,10 @@ async fn record_zeros_ahead(
             .kube_api_errors_total
             .with_label_values(&["patch"])
             .inc();
+        let workloads: Vec<&str> = zeros.iter().map(|z| z.workload.as_str()).collect();
         tracing::warn!(
             policy = %format!("{namespace}/{name}"),
-            workloads = ?workloads,
+            ?workloads,
             %cause,
             "scaling to zero without recording it in the status first; a successor may take the zero for another writer's"
         );

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::events::{Event, EventType};
 use serde_json::json;
 
-use super::cycle::CycleReport;
+use super::cycle::{CycleReport, PendingZero};
 use crate::actuate::{OtherWriter, WriteRefused, WriterMemory};
 use crate::policy::{
     DecisionStatus, OtherWriterStatus, PeakStatus, ShiftPolicyStatus, ShortfallStatus,
@@ -217,42 +217,22 @@ pub fn conditions(
 /// peak's forecast) may go unwritten. Anything else that changes is written at once.
 pub const STATUS_REFRESH: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// The status patch that sets `written` to zero for each object of `workloads` whose baseline
-/// in `status` is not zero already: what `reconcile` sends before scaling them to zero (a
-/// write-ahead; `apply` says why). Each workload's entry is found by its index in `status`,
-/// guarded by a test of its name: if the list changed since `status` was read, the API server
-/// refuses the whole patch. `None` when there is nothing to record (no baseline recorded yet:
-/// a successor then has none to take a zero for another writer's by).
-pub fn zeros_ahead(status: &ShiftPolicyStatus, workloads: &[String]) -> Option<json_patch::Patch> {
-    let mut operations = Vec::new();
-    for (index, workload) in status.workloads.iter().enumerate() {
-        if !workloads.contains(&workload.name) {
-            continue;
-        }
-        let objects: Vec<&String> = workload
-            .written
-            .iter()
-            .filter(|&(_, &replicas)| replicas != 0)
-            .map(|(object, _)| object)
-            .collect();
-        if objects.is_empty() {
-            continue;
-        }
-        operations.push(json!({
-            "op": "test",
-            "path": format!("/status/workloads/{index}/name"),
-            "value": workload.name,
-        }));
-        for object in objects {
-            // RFC 6901: `~` and `/` in a key are escaped (no Kubernetes name has them).
-            let key = object.replace('~', "~0").replace('/', "~1");
-            operations.push(json!({
-                "op": "add",
-                "path": format!("/status/workloads/{index}/written/{key}"),
-                "value": 0,
-            }));
-        }
-    }
+/// The status patch that records scales to zero before they are sent (`pendingZero`; why:
+/// `apply`'s `record_zeros_ahead`). Each workload's entry is found by its index, guarded by a
+/// test of its name: if the list is not the cycle's (the policy's first status is not written
+/// yet, or the spec changed), the API server refuses the whole patch. A Deployment or
+/// StatefulSet has one object, so the list is replaced. `None` when there is nothing to record.
+pub fn zeros_ahead(zeros: &[PendingZero]) -> Option<json_patch::Patch> {
+    let operations: Vec<serde_json::Value> = zeros
+        .iter()
+        .flat_map(|zero| {
+            let at = format!("/status/workloads/{}", zero.index);
+            [
+                json!({"op": "test", "path": format!("{at}/name"), "value": zero.workload}),
+                json!({"op": "add", "path": format!("{at}/pendingZero"), "value": [zero.object]}),
+            ]
+        })
+        .collect();
     if operations.is_empty() {
         return None;
     }
@@ -337,6 +317,11 @@ pub fn status(
                     .as_ref()
                     .map(|m| m.written.clone())
                     .unwrap_or_default(),
+                pending_zero: w
+                    .writers
+                    .as_ref()
+                    .map(|m| m.pending_zero.iter().cloned().collect())
+                    .unwrap_or_default(),
                 other_writer: w
                     .writers
                     .as_ref()
@@ -383,6 +368,7 @@ pub fn status(
 pub fn writers(workload: &WorkloadStatus) -> WriterMemory {
     WriterMemory {
         written: workload.written.clone(),
+        pending_zero: workload.pending_zero.iter().cloned().collect(),
         other_writer: workload.other_writer.as_ref().and_then(|other| {
             let since = chrono::DateTime::parse_from_rfc3339(&other.since).ok()?;
             Some(OtherWriter {
@@ -673,44 +659,43 @@ mod tests {
     }
 
     #[test]
-    fn a_scale_to_zero_is_recorded_ahead_only_where_the_baseline_is_not_zero() {
-        let workload = |name: &str, written: &[(&str, u32)]| WorkloadStatus {
+    fn a_scale_to_zero_is_recorded_as_pending_at_its_workloads_index() {
+        let workload = |name: &str, written: u32| WorkloadStatus {
             name: name.into(),
             class: "offline".into(),
-            written: written.iter().map(|&(o, r)| (o.to_string(), r)).collect(),
+            written: [(name.to_string(), written)].into(),
             ..Default::default()
         };
         let status = ShiftPolicyStatus {
-            workloads: vec![
-                workload("payment", &[("payment", 6)]),
-                workload("training", &[("training", 3)]),
-                workload("reports", &[("reports", 0)]),
-                workload("etl", &[]),
-            ],
+            workloads: vec![workload("payment", 6), workload("training", 3)],
             ..Default::default()
         };
-        let zeros = ["training", "reports", "etl"].map(String::from);
-        let patch = zeros_ahead(&status, &zeros).expect("training's 3 to record as 0");
+        let zero = PendingZero {
+            index: 1,
+            workload: "training".into(),
+            object: "training".into(),
+        };
+        let patch = zeros_ahead(std::slice::from_ref(&zero)).expect("a zero to record");
         // Applied as the API server applies it, to the policy as it was read.
         let mut policy = json!({"status": status});
         json_patch::patch(&mut policy, &patch).expect("the patch applies");
         let after: ShiftPolicyStatus = serde_json::from_value(policy["status"].take()).unwrap();
-        let written = |i: usize| after.workloads[i].written.clone();
-        assert_eq!(written(1), [("training".to_string(), 0)].into());
-        assert_eq!(
-            written(0),
-            status.workloads[0].written,
-            "payment is not scaled to zero"
-        );
-        assert_eq!(written(2), status.workloads[2].written);
-        assert!(written(3).is_empty(), "no baseline to record over");
-        // The list changed since it was read: the whole patch is refused, nothing is written.
-        let mut moved = json!({"status": ShiftPolicyStatus {
-            workloads: vec![status.workloads[1].clone(), status.workloads[0].clone()],
-            ..Default::default()
-        }});
-        assert!(json_patch::patch(&mut moved, &patch).is_err());
-        // Nothing to record: no patch at all.
-        assert!(zeros_ahead(&status, &["reports".to_string(), "etl".to_string()]).is_none());
+        assert_eq!(after.workloads[1].pending_zero, ["training"]);
+        assert_eq!(after.workloads[1].written, status.workloads[1].written);
+        assert_eq!(after.workloads[0], status.workloads[0]);
+        // A successor reads both: 3 and 0 are tideshift's.
+        let remembered = writers(&after.workloads[1]);
+        assert_eq!(remembered.written, status.workloads[1].written);
+        assert!(remembered.pending_zero.contains("training"));
+        // The list is not the cycle's: the whole patch is refused, nothing is written.
+        for workloads in [
+            vec![],
+            vec![status.workloads[1].clone(), status.workloads[0].clone()],
+        ] {
+            let mut other =
+                json!({"status": ShiftPolicyStatus { workloads, ..Default::default() }});
+            assert!(json_patch::patch(&mut other, &patch).is_err());
+        }
+        assert!(zeros_ahead(&[]).is_none());
     }
 }

@@ -231,6 +231,7 @@ impl Actuator for KubeActuator {
                 .filter(|(name, _)| !entry.adopted.contains(*name))
                 .map(|(name, &replicas)| (name.clone(), replicas))
                 .collect(),
+            pending_zero: entry.pending_zero.clone(),
             other_writer,
         })
     }
@@ -256,6 +257,7 @@ impl Actuator for KubeActuator {
         let mut memory = self.lock_memory();
         let entry = memory.entry(target.to_string()).or_default();
         entry.written = remembered.written;
+        entry.pending_zero = remembered.pending_zero;
         entry.adopted.clear();
         entry.conflict = remembered.other_writer.map(|other| Conflict {
             since: SystemTime::UNIX_EPOCH + Duration::from_secs(other.since.max(0) as u64),

@@ -484,6 +484,7 @@ async fn a_predecessors_write_is_tideshifts_and_a_remembered_other_writer_is_hel
         &target(),
         WriterMemory {
             written: [("payment".to_string(), 8)].into(),
+            pending_zero: BTreeSet::new(),
             other_writer: None,
         },
     );
@@ -518,6 +519,7 @@ async fn a_predecessors_write_is_tideshifts_and_a_remembered_other_writer_is_hel
     let now = unix_seconds(SystemTime::now());
     let remembered = |since: i64| WriterMemory {
         written: BTreeMap::new(),
+        pending_zero: BTreeSet::new(),
         other_writer: Some(OtherWriter {
             since,
             reason: other.reason.clone(),
@@ -538,6 +540,84 @@ async fn a_predecessors_write_is_tideshifts_and_a_remembered_other_writer_is_hel
     let free = successor.observe(&target()).await.unwrap();
     assert_eq!(free.conflict, None, "the hold is over");
     server.await.unwrap();
+}
+
+/// Answer `reads` reads of the Deployment with replicas 0 that no field manager owns, and any
+/// list of HorizontalPodAutoscalers between them with none.
+async fn serve_zero(handle: &mut Handle, reads: usize) {
+    let mut served = 0;
+    while served < reads {
+        let (request, send) = next(handle).await;
+        if request.uri().path().contains("horizontalpodautoscalers") {
+            respond(send, hpa_list(None));
+        } else {
+            respond(send, deployment_at(0, "6", None));
+            served += 1;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_zero_sent_through_scale_is_tideshifts_though_no_field_manager_owns_it() {
+    // A scale to zero whose answer is lost: the API server applied it (the Deployment reads
+    // 0, and a zero through `/scale` leaves no owner), the actuator never heard back.
+    let (client, mut handle) = mock();
+    let actuator = KubeActuator::new(client, Duration::from_secs(300), Duration::from_millis(300));
+    actuator.remember_writers(
+        &target(),
+        WriterMemory {
+            written: [("payment".to_string(), 8)].into(),
+            pending_zero: BTreeSet::new(),
+            other_writer: None,
+        },
+    );
+    let server = tokio::spawn(async move {
+        let (_, send) = next(&mut handle).await;
+        respond(send, deployment_at(8, "5", Some(FIELD_MANAGER)));
+        let (_, send) = next(&mut handle).await;
+        respond(send, hpa_list(None));
+        let (request, _lost) = next(&mut handle).await;
+        assert_eq!(request.method(), "PATCH");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        // Two observations read it at zero (the HorizontalPodAutoscalers once, if at all).
+        serve_zero(&mut handle, 2).await;
+    });
+    actuator
+        .scale(&target(), 0, &allow)
+        .await
+        .expect_err("no answer");
+    let pending = actuator.writers(&target()).unwrap();
+    assert!(pending.pending_zero.contains("payment"), "{pending:?}");
+    // What the status keeps: a successor reading it takes the zero for tideshift's too.
+    let (client, mut successor_handle) = mock();
+    let successor = KubeActuator::new(client, Duration::from_secs(300), Duration::from_secs(5));
+    successor.remember_writers(&target(), pending.clone());
+    let observed = actuator.observe(&target()).await.unwrap();
+    assert_eq!(observed.conflict, None, "its own zero");
+    assert_eq!(
+        actuator.writers(&target()).unwrap().written,
+        BTreeMap::from([("payment".to_string(), 0)])
+    );
+    assert!(actuator.writers(&target()).unwrap().pending_zero.is_empty());
+    // A second read of zero is plainly the baseline.
+    assert_eq!(actuator.observe(&target()).await.unwrap().conflict, None);
+    server.await.unwrap();
+    let read_zero = tokio::spawn(async move { serve_zero(&mut successor_handle, 2).await });
+    assert_eq!(successor.observe(&target()).await.unwrap().conflict, None);
+    // Without the pending zero, the same read is another writer's: the unnamed one.
+    successor.remember_writers(
+        &target(),
+        WriterMemory {
+            pending_zero: BTreeSet::new(),
+            ..pending
+        },
+    );
+    let conflict = successor.observe(&target()).await.unwrap().conflict;
+    assert!(
+        conflict.as_deref().is_some_and(|c| c.contains("unnamed")),
+        "{conflict:?}"
+    );
+    read_zero.await.unwrap();
 }
 
 fn job(name: &str, parallelism: i32, manager: &str) -> serde_json::Value {
@@ -624,6 +704,7 @@ async fn a_job_selector_reads_the_largest_pod_and_sees_a_foreign_write_to_one_jo
                 ("c".to_string(), 3),
             ]
             .into(),
+            pending_zero: BTreeSet::new(),
             other_writer: None,
         },
     );

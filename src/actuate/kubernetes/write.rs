@@ -87,6 +87,9 @@ impl KubeActuator {
                     }));
                 };
                 let spec = json!({"replicas": replicas});
+                if replicas == 0 {
+                    self.zero_pending(target, &object.name);
+                }
                 if target.kind == WorkloadKind::Deployment {
                     let api: Api<Deployment> =
                         Api::namespaced(self.client.clone(), &target.namespace);

@@ -22,6 +22,11 @@ pub(super) struct TargetMemory {
     /// Per object (the Deployment, or each Job of a selector): what tideshift last asked for,
     /// or last saw and agreed with.
     pub(super) written: BTreeMap<String, u32>,
+    /// Objects sent a scale to zero (through `/scale`) not seen to land yet: a zero read there
+    /// is tideshift's, though no field manager owns it. Marked before the request is sent, so
+    /// a write whose answer was lost counts too; settled by the next read of zero or the next
+    /// write to the object.
+    pub(super) pending_zero: BTreeSet<String>,
     pub(super) conflict: Option<Conflict>,
     /// Per object: the replicas of the last read (what `adopt` takes as the baseline).
     pub(super) last_read: BTreeMap<String, u32>,
@@ -83,6 +88,7 @@ impl KubeActuator {
             });
             entry.written.clear();
             entry.adopted.clear();
+            entry.pending_zero.clear();
             return Some(reason);
         }
         // A replica count that is not what tideshift wrote, last written by someone else. One
@@ -99,6 +105,11 @@ impl KubeActuator {
                 continue;
             };
             if written == object.replicas {
+                continue;
+            }
+            if object.replicas == 0 && entry.pending_zero.remove(&object.name) {
+                entry.written.insert(object.name.clone(), 0);
+                entry.adopted.remove(&object.name);
                 continue;
             }
             if object.last_writer.as_deref() == Some(FIELD_MANAGER) {
@@ -126,6 +137,9 @@ impl KubeActuator {
         entry
             .written
             .retain(|name, _| read.objects.iter().any(|o| &o.name == name));
+        entry
+            .pending_zero
+            .retain(|name| read.objects.iter().any(|o| &o.name == name));
         if let Some(reason) = foreign {
             entry.conflict = Some(Conflict {
                 since: SystemTime::now(),
@@ -135,6 +149,7 @@ impl KubeActuator {
             // After the hold, the other writer's value is the new baseline.
             entry.written.clear();
             entry.adopted.clear();
+            entry.pending_zero.clear();
             return Some(reason);
         }
         match &entry.conflict {
@@ -163,7 +178,15 @@ impl KubeActuator {
         let entry = memory.entry(target.to_string()).or_default();
         for (name, replicas) in written {
             entry.adopted.remove(&name);
+            entry.pending_zero.remove(&name);
             entry.written.insert(name, replicas);
         }
+    }
+
+    /// Remember, before sending it, that a scale to zero goes to `object`.
+    pub(super) fn zero_pending(&self, target: &Target, object: &str) {
+        let mut memory = self.lock_memory();
+        let entry = memory.entry(target.to_string()).or_default();
+        entry.pending_zero.insert(object.to_string());
     }
 }

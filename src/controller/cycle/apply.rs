@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::{Applied, CycleReport, Environment};
+use super::{Applied, CycleReport, Environment, PendingZero};
 use crate::actuate::{Actuator, DryRun, ScaleOutcome, Target, WriteRefused};
 use crate::plan::Plan;
 use crate::policy::WorkloadKind;
@@ -34,7 +34,7 @@ pub(super) async fn apply(env: &Environment<'_>, plan: &Plan, report: &mut Cycle
     let shrinks: Vec<(String, u32)> = plan.shrinks().map(|a| (a.name.to_string(), a.to)).collect();
     let grows: Vec<(String, u32)> = plan.grows().map(|a| (a.name.to_string(), a.to)).collect();
     if !report.dry_run
-        && let Err(refused) = record_zeros_ahead(env, &shrinks, &by_name, &in_conflict).await
+        && let Err(refused) = record_zeros_ahead(env, report, &shrinks, &in_conflict).await
     {
         report.fenced = Some(refused);
         return;
@@ -121,30 +121,35 @@ pub(super) async fn apply(env: &Environment<'_>, plan: &Plan, report: &mut Cycle
 }
 
 /// Before any scale to zero of a Deployment or StatefulSet is sent, the policy's status says
-/// that zero is tideshift's (`written: 0`). Through `/scale` a zero leaves no owner of the
-/// replicas in `managedFields` (the Scale object omits a zero), so a successor whose
+/// that a zero is pending there (`pendingZero`). Through `/scale` a zero leaves no owner of
+/// the replicas in `managedFields` (the Scale object omits a zero), so a successor whose
 /// predecessor died between the scale and its next status could not tell the zero from
-/// another writer's: it reported a false `Conflict` and held the target. If the scale is never
-/// sent, the successor finds replicas last written by tideshift and adopts them. (A Job's zero
-/// is `suspend: true`, which keeps an owner.)
+/// another writer's: it reported a false `Conflict` and held the target. The actuator marks the
+/// same in its memory right before sending (so its own next cycle accepts a zero whose answer
+/// was lost), and the cycle's status carries the mark until a read of zero or a later write
+/// settles it. (A Job's zero is `suspend: true`, which keeps an owner.)
 async fn record_zeros_ahead(
     env: &Environment<'_>,
+    report: &CycleReport,
     shrinks: &[(String, u32)],
-    by_name: &HashMap<&str, (&'static str, Target)>,
     in_conflict: &[String],
 ) -> Result<(), WriteRefused> {
-    let zeros: Vec<String> = shrinks
+    let zeros: Vec<PendingZero> = shrinks
         .iter()
         .filter(|(name, to)| *to == 0 && !in_conflict.contains(name))
-        .filter(|(name, _)| {
-            by_name.get(name.as_str()).is_some_and(|(_, target)| {
-                matches!(
-                    target.kind,
-                    WorkloadKind::Deployment | WorkloadKind::StatefulSet
-                )
+        .filter_map(|(name, _)| {
+            let index = report.workloads.iter().position(|w| &w.name == name)?;
+            let target = &report.workloads[index].target;
+            let scaled_through_scale = matches!(
+                target.kind,
+                WorkloadKind::Deployment | WorkloadKind::StatefulSet
+            );
+            Some(PendingZero {
+                index,
+                workload: name.clone(),
+                object: target.name.clone().filter(|_| scaled_through_scale)?,
             })
         })
-        .map(|(name, _)| name.clone())
         .collect();
     if zeros.is_empty() {
         return Ok(());

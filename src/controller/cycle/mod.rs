@@ -29,10 +29,19 @@ use crate::policy::{Mode, ShiftPolicySpec};
 use crate::source::DemandSource;
 use crate::telemetry::Metrics;
 
-/// Records, before the scales to zero of `workloads` are sent, that tideshift writes zero to
-/// them (why: `apply::record_zeros_ahead`). Refuses like a write once the fence refuses.
+/// Records, before these scales to zero are sent, that tideshift sends them (why:
+/// `apply::record_zeros_ahead`). Refuses like a write once the fence refuses.
 pub trait WriteAhead: Send + Sync {
-    fn record_zeros(&self, workloads: Vec<String>) -> BoxFuture<'_, Result<(), WriteRefused>>;
+    fn record_zeros(&self, zeros: Vec<PendingZero>) -> BoxFuture<'_, Result<(), WriteRefused>>;
+}
+
+/// A scale to zero about to be sent: to `object`, of `workload`, which is at `index` in the
+/// status's workloads (the cycle's order, `CycleReport::workloads`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingZero {
+    pub index: usize,
+    pub workload: String,
+    pub object: String,
 }
 
 /// What stays between cycles of one policy.

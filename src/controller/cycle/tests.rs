@@ -106,11 +106,15 @@ impl FakeCluster {
 
 /// Into the same log as the writes.
 impl WriteAhead for FakeCluster {
-    fn record_zeros(&self, workloads: Vec<String>) -> BoxFuture<'_, Result<(), WriteRefused>> {
+    fn record_zeros(&self, zeros: Vec<PendingZero>) -> BoxFuture<'_, Result<(), WriteRefused>> {
+        let zeros: Vec<String> = zeros
+            .iter()
+            .map(|z| format!("{}@{}:{}", z.workload, z.index, z.object))
+            .collect();
         self.log
             .lock()
             .unwrap()
-            .push(format!("record zeros {}", workloads.join(",")));
+            .push(format!("record zeros {}", zeros.join(",")));
         async { Ok(()) }.boxed()
     }
 }
@@ -350,7 +354,8 @@ async fn a_scale_to_zero_is_recorded_in_the_status_before_it_is_sent() {
     .await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let log = cluster.log();
-    let recorded = log.iter().position(|l| l == "record zeros batch");
+    // batch is the second workload (online first), its object the Deployment batch.
+    let recorded = log.iter().position(|l| l == "record zeros batch@1:batch");
     let scaled = log.iter().position(|l| l == "scale batch 8->0");
     assert!(
         recorded.is_some() && scaled.is_some() && recorded < scaled,
