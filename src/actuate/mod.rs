@@ -7,7 +7,7 @@
 
 pub mod kubernetes;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -95,8 +95,9 @@ pub struct WriterMemory {
     /// Per object (the workload, or each Job of a selector): the replicas tideshift last wrote
     /// or saw and agreed with. A different value written by someone else is a conflict.
     pub written: BTreeMap<String, u32>,
-    /// Objects sent a scale to zero not seen to land yet: zero there is tideshift's too.
-    pub pending_zero: BTreeSet<String>,
+    /// Objects sent a scale to zero not seen to land yet, and when (Unix seconds): zero there
+    /// is tideshift's too, for a while (`PENDING_ZERO_TTL`).
+    pub pending_zero: BTreeMap<String, i64>,
     /// Another writer changed the target: it is left alone for the conflict hold from then.
     pub other_writer: Option<OtherWriter>,
 }

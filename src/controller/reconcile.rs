@@ -288,7 +288,9 @@ async fn publish(
             && written.is_some_and(|at| at.elapsed() < status::STATUS_REFRESH)
     });
     let mut outcome = Published::Unchanged;
-    let nothing_to_write = previous == Some(&new_status) || wording_only;
+    // A record of scales to zero changed the status on the server since `previous` was read.
+    let recorded = report.is_some_and(|r| r.zeros_recorded);
+    let nothing_to_write = !recorded && (previous == Some(&new_status) || wording_only);
     // Taken before the fence is asked: the wait for it may outlast the leadership.
     let permit = match nothing_to_write {
         true => None,

@@ -3,6 +3,8 @@
 //! shortfalls) and Kubernetes Events. Events fire on changes (a shift, a condition turning
 //! True or back), never once per cycle.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::events::{Event, EventType};
 use serde_json::json;
@@ -10,8 +12,8 @@ use serde_json::json;
 use super::cycle::{CycleReport, PendingZero};
 use crate::actuate::{OtherWriter, WriteRefused, WriterMemory};
 use crate::policy::{
-    DecisionStatus, OtherWriterStatus, PeakStatus, ShiftPolicyStatus, ShortfallStatus,
-    WorkloadStatus,
+    DecisionStatus, OtherWriterStatus, PeakStatus, PendingZeroStatus, ShiftPolicyStatus,
+    ShortfallStatus, WorkloadStatus,
 };
 
 pub const READY: &str = "Ready";
@@ -217,6 +219,16 @@ pub fn conditions(
 /// peak's forecast) may go unwritten. Anything else that changes is written at once.
 pub const STATUS_REFRESH: std::time::Duration = std::time::Duration::from_secs(300);
 
+fn pending_zero_status(pending: &BTreeMap<String, i64>) -> Vec<PendingZeroStatus> {
+    pending
+        .iter()
+        .map(|(object, &since)| PendingZeroStatus {
+            object: object.clone(),
+            since: rfc3339(since),
+        })
+        .collect()
+}
+
 /// The status patch that records scales to zero before they are sent (`pendingZero`; why:
 /// `apply`'s `record_zeros_ahead`). Each workload's entry is found by its index, guarded by a
 /// test of its name: if the list is not the cycle's (the policy's first status is not written
@@ -227,9 +239,10 @@ pub fn zeros_ahead(zeros: &[PendingZero]) -> Option<json_patch::Patch> {
         .iter()
         .flat_map(|zero| {
             let at = format!("/status/workloads/{}", zero.index);
+            let pending = pending_zero_status(&[(zero.object.clone(), zero.since)].into());
             [
                 json!({"op": "test", "path": format!("{at}/name"), "value": zero.workload}),
-                json!({"op": "add", "path": format!("{at}/pendingZero"), "value": [zero.object]}),
+                json!({"op": "add", "path": format!("{at}/pendingZero"), "value": pending}),
             ]
         })
         .collect();
@@ -320,7 +333,7 @@ pub fn status(
                 pending_zero: w
                     .writers
                     .as_ref()
-                    .map(|m| m.pending_zero.iter().cloned().collect())
+                    .map(|m| pending_zero_status(&m.pending_zero))
                     .unwrap_or_default(),
                 other_writer: w
                     .writers
@@ -368,7 +381,14 @@ pub fn status(
 pub fn writers(workload: &WorkloadStatus) -> WriterMemory {
     WriterMemory {
         written: workload.written.clone(),
-        pending_zero: workload.pending_zero.iter().cloned().collect(),
+        pending_zero: workload
+            .pending_zero
+            .iter()
+            .filter_map(|pending| {
+                let since = chrono::DateTime::parse_from_rfc3339(&pending.since).ok()?;
+                Some((pending.object.clone(), since.timestamp()))
+            })
+            .collect(),
         other_writer: workload.other_writer.as_ref().and_then(|other| {
             let since = chrono::DateTime::parse_from_rfc3339(&other.since).ok()?;
             Some(OtherWriter {
@@ -674,19 +694,29 @@ mod tests {
             index: 1,
             workload: "training".into(),
             object: "training".into(),
+            since: 1_790_000_000,
         };
         let patch = zeros_ahead(std::slice::from_ref(&zero)).expect("a zero to record");
         // Applied as the API server applies it, to the policy as it was read.
         let mut policy = json!({"status": status});
         json_patch::patch(&mut policy, &patch).expect("the patch applies");
         let after: ShiftPolicyStatus = serde_json::from_value(policy["status"].take()).unwrap();
-        assert_eq!(after.workloads[1].pending_zero, ["training"]);
+        assert_eq!(
+            after.workloads[1].pending_zero,
+            [PendingZeroStatus {
+                object: "training".into(),
+                since: "2026-09-21T14:13:20Z".into(),
+            }]
+        );
         assert_eq!(after.workloads[1].written, status.workloads[1].written);
         assert_eq!(after.workloads[0], status.workloads[0]);
         // A successor reads both: 3 and 0 are tideshift's.
         let remembered = writers(&after.workloads[1]);
         assert_eq!(remembered.written, status.workloads[1].written);
-        assert!(remembered.pending_zero.contains("training"));
+        assert_eq!(
+            remembered.pending_zero,
+            [("training".to_string(), 1_790_000_000)].into()
+        );
         // The list is not the cycle's: the whole patch is refused, nothing is written.
         for workloads in [
             vec![],

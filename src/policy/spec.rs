@@ -373,16 +373,25 @@ pub struct WorkloadStatus {
     /// each Job of a selector. A different value written by someone else is another writer.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub written: BTreeMap<String, u32>,
-    /// Objects tideshift sent a scale to zero that it has not seen land yet, recorded before
-    /// the scale is sent: a zero found there is tideshift's too. Through the `scale`
+    /// Scales to zero tideshift sent and has not seen land yet, recorded before they are sent:
+    /// a zero found there soon after `since` is tideshift's too. Through the `scale`
     /// subresource a zero leaves no owner of `spec.replicas`, so nothing else tells a successor
     /// that the zero is not another writer's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pending_zero: Vec<String>,
+    pub pending_zero: Vec<PendingZeroStatus>,
     /// Another writer changed the target: tideshift leaves it alone for the daemon's
     /// `--conflict-hold` from `since`, and a successor (restart, failover) does too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub other_writer: Option<OtherWriterStatus>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingZeroStatus {
+    /// The object (the Deployment or StatefulSet).
+    pub object: String,
+    /// When the scale to zero was sent (RFC 3339).
+    pub since: String,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

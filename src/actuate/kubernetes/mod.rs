@@ -231,7 +231,11 @@ impl Actuator for KubeActuator {
                 .filter(|(name, _)| !entry.adopted.contains(*name))
                 .map(|(name, &replicas)| (name.clone(), replicas))
                 .collect(),
-            pending_zero: entry.pending_zero.clone(),
+            pending_zero: entry
+                .pending_zero
+                .iter()
+                .map(|(object, &sent)| (object.clone(), unix_seconds(sent)))
+                .collect(),
             other_writer,
         })
     }
@@ -257,7 +261,14 @@ impl Actuator for KubeActuator {
         let mut memory = self.lock_memory();
         let entry = memory.entry(target.to_string()).or_default();
         entry.written = remembered.written;
-        entry.pending_zero = remembered.pending_zero;
+        entry.pending_zero = remembered
+            .pending_zero
+            .into_iter()
+            .map(|(object, sent)| {
+                let sent = SystemTime::UNIX_EPOCH + Duration::from_secs(sent.max(0) as u64);
+                (object, sent)
+            })
+            .collect();
         entry.adopted.clear();
         entry.conflict = remembered.other_writer.map(|other| Conflict {
             since: SystemTime::UNIX_EPOCH + Duration::from_secs(other.since.max(0) as u64),

@@ -45,6 +45,12 @@ impl KubeActuator {
         // Leadership may have ended during the read (a stall, a pause): asked again right
         // before sending, with the time the request may take.
         fence(self.timeout).map_err(WriteFailure::Fenced)?;
+        // A zero through `/scale` leaves no owner of the replicas: marked here, right before
+        // it is sent, so that a zero read later is known for tideshift's (`judge`).
+        let zero = scale && spec.get("replicas") == Some(&json!(0));
+        if zero {
+            self.zero_pending(target, &object.name);
+        }
         let written = if scale {
             self.call(
                 &target.to_string(),
@@ -62,6 +68,12 @@ impl KubeActuator {
             .await
             .map(|r| r.map(|_| ()))
         };
+        // Refused (409, another 4xx): the zero did not land. Unanswered or 5xx: it may have.
+        if zero
+            && matches!(&written, Ok(Err(kube::Error::Api(status))) if (400..500).contains(&status.code))
+        {
+            self.zero_refused(target, &object.name);
+        }
         match written {
             Ok(Ok(())) => Ok(()),
             Ok(Err(kube::Error::Api(status))) if status.is_conflict() => Err(WriteFailure::Changed),
@@ -87,9 +99,6 @@ impl KubeActuator {
                     }));
                 };
                 let spec = json!({"replicas": replicas});
-                if replicas == 0 {
-                    self.zero_pending(target, &object.name);
-                }
                 if target.kind == WorkloadKind::Deployment {
                     let api: Api<Deployment> =
                         Api::namespaced(self.client.clone(), &target.namespace);

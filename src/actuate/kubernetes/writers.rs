@@ -22,11 +22,12 @@ pub(super) struct TargetMemory {
     /// Per object (the Deployment, or each Job of a selector): what tideshift last asked for,
     /// or last saw and agreed with.
     pub(super) written: BTreeMap<String, u32>,
-    /// Objects sent a scale to zero (through `/scale`) not seen to land yet: a zero read there
-    /// is tideshift's, though no field manager owns it. Marked before the request is sent, so
-    /// a write whose answer was lost counts too; settled by the next read of zero or the next
-    /// write to the object.
-    pub(super) pending_zero: BTreeSet<String>,
+    /// Objects sent a scale to zero (through `/scale`) not seen to land yet, and when: a zero
+    /// read there within `PENDING_ZERO_TTL` is tideshift's, though no field manager owns it.
+    /// Marked right before the request is sent, so a write whose answer was lost counts too;
+    /// settled by a read of zero, the next write to the object, a refusal (the zero did not
+    /// land), or the TTL.
+    pub(super) pending_zero: BTreeMap<String, SystemTime>,
     pub(super) conflict: Option<Conflict>,
     /// Per object: the replicas of the last read (what `adopt` takes as the baseline).
     pub(super) last_read: BTreeMap<String, u32>,
@@ -37,6 +38,13 @@ pub(super) struct TargetMemory {
     /// zero is omitted), so the successor could not tell that write from another writer's.
     pub(super) adopted: BTreeSet<String>,
 }
+
+/// How long a zero sent to an object vouches for a zero read there. A zero lands within the
+/// request's timeout or not at all; this covers that, a takeover, and a watch that lags (the
+/// `watch_lag` fault class runs 30 s behind). Afterwards a zero with no owner is another
+/// writer's again: a person's `kubectl scale --replicas=0` long after tideshift's last zero
+/// attempt must not pass for tideshift's.
+pub const PENDING_ZERO_TTL: Duration = Duration::from_secs(120);
 
 pub(super) fn unix_seconds(at: SystemTime) -> i64 {
     at.duration_since(SystemTime::UNIX_EPOCH)
@@ -71,6 +79,9 @@ impl KubeActuator {
     ) -> Option<String> {
         let mut memory = self.lock_memory();
         let entry = memory.entry(target.to_string()).or_default();
+        entry
+            .pending_zero
+            .retain(|_, sent| sent.elapsed().unwrap_or(Duration::ZERO) < PENDING_ZERO_TTL);
         entry.last_read = read
             .objects
             .iter()
@@ -107,7 +118,14 @@ impl KubeActuator {
             if written == object.replicas {
                 continue;
             }
-            if object.replicas == 0 && entry.pending_zero.remove(&object.name) {
+            // Tideshift's own zero through `/scale`: no owner (or tideshift, after a write that
+            // named it), and sent within the TTL.
+            let unowned = object
+                .last_writer
+                .as_deref()
+                .is_none_or(|w| w == FIELD_MANAGER);
+            if object.replicas == 0 && unowned && entry.pending_zero.remove(&object.name).is_some()
+            {
                 entry.written.insert(object.name.clone(), 0);
                 entry.adopted.remove(&object.name);
                 continue;
@@ -139,7 +157,7 @@ impl KubeActuator {
             .retain(|name, _| read.objects.iter().any(|o| &o.name == name));
         entry
             .pending_zero
-            .retain(|name| read.objects.iter().any(|o| &o.name == name));
+            .retain(|name, _| read.objects.iter().any(|o| &o.name == name));
         if let Some(reason) = foreign {
             entry.conflict = Some(Conflict {
                 since: SystemTime::now(),
@@ -183,10 +201,19 @@ impl KubeActuator {
         }
     }
 
-    /// Remember, before sending it, that a scale to zero goes to `object`.
+    /// Remember, right before sending it, that a scale to zero goes to `object`.
     pub(super) fn zero_pending(&self, target: &Target, object: &str) {
         let mut memory = self.lock_memory();
         let entry = memory.entry(target.to_string()).or_default();
-        entry.pending_zero.insert(object.to_string());
+        entry
+            .pending_zero
+            .insert(object.to_string(), SystemTime::now());
+    }
+
+    /// A scale to zero of `object` that the API server refused: it did not land.
+    pub(super) fn zero_refused(&self, target: &Target, object: &str) {
+        if let Some(entry) = self.lock_memory().get_mut(&target.to_string()) {
+            entry.pending_zero.remove(object);
+        }
     }
 }

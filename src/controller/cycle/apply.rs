@@ -33,11 +33,14 @@ pub(super) async fn apply(env: &Environment<'_>, plan: &Plan, report: &mut Cycle
     let mut shrink_not_applied = false;
     let shrinks: Vec<(String, u32)> = plan.shrinks().map(|a| (a.name.to_string(), a.to)).collect();
     let grows: Vec<(String, u32)> = plan.grows().map(|a| (a.name.to_string(), a.to)).collect();
-    if !report.dry_run
-        && let Err(refused) = record_zeros_ahead(env, report, &shrinks, &in_conflict).await
-    {
-        report.fenced = Some(refused);
-        return;
+    if !report.dry_run {
+        match record_zeros_ahead(env, report, &shrinks, &in_conflict).await {
+            Ok(recorded) => report.zeros_recorded = recorded,
+            Err(refused) => {
+                report.fenced = Some(refused);
+                return;
+            }
+        }
     }
     for (phase, actions) in [("shrink", shrinks), ("grow", grows)] {
         if phase == "grow" && !actions.is_empty() && shrink_not_applied {
@@ -127,13 +130,15 @@ pub(super) async fn apply(env: &Environment<'_>, plan: &Plan, report: &mut Cycle
 /// another writer's: it reported a false `Conflict` and held the target. The actuator marks the
 /// same in its memory right before sending (so its own next cycle accepts a zero whose answer
 /// was lost), and the cycle's status carries the mark until a read of zero or a later write
-/// settles it. (A Job's zero is `suspend: true`, which keeps an owner.)
+/// settles it. (A Job's zero is `suspend: true`, which keeps an owner.) Returns whether a
+/// record was sent: the cycle's status is then written whatever else it says, since the one
+/// on the server carries the record.
 async fn record_zeros_ahead(
     env: &Environment<'_>,
     report: &CycleReport,
     shrinks: &[(String, u32)],
     in_conflict: &[String],
-) -> Result<(), WriteRefused> {
+) -> Result<bool, WriteRefused> {
     let zeros: Vec<PendingZero> = shrinks
         .iter()
         .filter(|(name, to)| *to == 0 && !in_conflict.contains(name))
@@ -148,14 +153,16 @@ async fn record_zeros_ahead(
                 index,
                 workload: name.clone(),
                 object: target.name.clone().filter(|_| scaled_through_scale)?,
+                since: report.now,
             })
         })
         .collect();
     if zeros.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     (env.may_write)(Duration::ZERO)?;
-    env.write_ahead.record_zeros(zeros).await
+    env.write_ahead.record_zeros(zeros).await?;
+    Ok(true)
 }
 
 /// True when every shrunk target's pods are down to its new count within the wait.

@@ -42,6 +42,8 @@ pub struct PendingZero {
     pub index: usize,
     pub workload: String,
     pub object: String,
+    /// Unix seconds: the cycle's time.
+    pub since: i64,
 }
 
 /// What stays between cycles of one policy.
@@ -131,6 +133,9 @@ pub struct CycleReport {
     pub applied: Vec<Applied>,
     /// Shrunk pods still held capacity when the wait ran out.
     pub shrink_wait_timed_out: bool,
+    /// Scales to zero were recorded in the status before being sent (`WriteAhead`): the status
+    /// on the server differs from the one the cycle began with, so it is written.
+    pub zeros_recorded: bool,
     /// The fence refused a write (leadership lost, the policy changed); the rest was not
     /// written.
     pub fenced: Option<WriteRefused>,
