@@ -223,17 +223,8 @@ async fn record_zeros_ahead(
     if !ctx.leadership.may_write(ctx.api_timeout) {
         return Err(WriteRefused::LeadershipLost);
     }
-    let api: Api<ShiftPolicy> = Api::namespaced(ctx.client.clone(), namespace);
-    let recorded = within(
-        ctx.api_timeout,
-        api.patch_status(&name, &PatchParams::default(), &Patch::Json::<()>(patch)),
-    )
-    .await;
+    let recorded = patch_status(ctx, namespace, &name, &Patch::Json::<()>(patch)).await;
     if let Err(cause) = recorded {
-        ctx.metrics
-            .kube_api_errors_total
-            .with_label_values(&["patch"])
-            .inc();
         let workloads: Vec<&str> = zeros.iter().map(|z| z.workload.as_str()).collect();
         tracing::warn!(
             policy = %format!("{namespace}/{name}"),
@@ -278,7 +269,6 @@ async fn publish(
     }
     let conditions = status::conditions(&judgements, &previous_conditions, generation);
     let new_status = status::status(report, conditions, generation, previous);
-    let api: Api<ShiftPolicy> = Api::namespaced(ctx.client.clone(), namespace);
     let patch = json!({"status": new_status});
     // Every cycle's figures change the wording of the status; writing it every cycle was most
     // of the daemon's API traffic at 500 policies. What a decision, a condition or a successor
@@ -303,16 +293,7 @@ async fn publish(
         return Ok(Published::Deposed);
     } else {
         outcome = Published::Written;
-        let written = within(
-            ctx.api_timeout,
-            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)),
-        )
-        .await;
-        if let Err(cause) = written {
-            ctx.metrics
-                .kube_api_errors_total
-                .with_label_values(&["patch"])
-                .inc();
+        if let Err(cause) = patch_status(ctx, namespace, &name, &Patch::Merge(&patch)).await {
             return Err(Error::Status {
                 policy: key.to_string(),
                 cause,
@@ -345,6 +326,28 @@ async fn publish(
         }
     }
     Ok(outcome)
+}
+
+/// One patch of a policy's status, given up after the API timeout; a failure is counted.
+async fn patch_status<P: serde::Serialize + std::fmt::Debug>(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    patch: &Patch<P>,
+) -> Result<(), String> {
+    let api: Api<ShiftPolicy> = Api::namespaced(ctx.client.clone(), namespace);
+    let patched = within(
+        ctx.api_timeout,
+        api.patch_status(name, &PatchParams::default(), patch),
+    )
+    .await;
+    if patched.is_err() {
+        ctx.metrics
+            .kube_api_errors_total
+            .with_label_values(&["patch"])
+            .inc();
+    }
+    patched.map(|_| ())
 }
 
 /// An API request given up after `timeout`; its error in words either way.

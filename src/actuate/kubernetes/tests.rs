@@ -475,19 +475,21 @@ async fn a_request_without_an_answer_fails_within_the_timeout() {
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
+/// What a status says when tideshift last wrote `replicas` to payment.
+fn wrote_payment(replicas: u32) -> WriterMemory {
+    WriterMemory {
+        written: [("payment".to_string(), replicas)].into(),
+        pending_zero: BTreeMap::new(),
+        other_writer: None,
+    }
+}
+
 #[tokio::test]
 async fn a_predecessors_write_is_tideshifts_and_a_remembered_other_writer_is_held() {
     let (client, mut handle) = mock();
     let actuator = KubeActuator::new(client, Duration::from_secs(300), Duration::from_secs(5));
     // The status said tideshift wrote 8; the predecessor wrote 4 before it died.
-    actuator.remember_writers(
-        &target(),
-        WriterMemory {
-            written: [("payment".to_string(), 8)].into(),
-            pending_zero: BTreeMap::new(),
-            other_writer: None,
-        },
-    );
+    actuator.remember_writers(&target(), wrote_payment(8));
     let server = tokio::spawn(async move {
         let (_, send) = next(&mut handle).await;
         respond(send, deployment_at(4, "9", Some(FIELD_MANAGER)));
@@ -563,14 +565,7 @@ async fn a_zero_sent_through_scale_is_tideshifts_though_no_field_manager_owns_it
     // 0, and a zero through `/scale` leaves no owner), the actuator never heard back.
     let (client, mut handle) = mock();
     let actuator = KubeActuator::new(client, Duration::from_secs(300), Duration::from_millis(300));
-    actuator.remember_writers(
-        &target(),
-        WriterMemory {
-            written: [("payment".to_string(), 8)].into(),
-            pending_zero: BTreeMap::new(),
-            other_writer: None,
-        },
-    );
+    actuator.remember_writers(&target(), wrote_payment(8));
     let server = tokio::spawn(async move {
         let (_, send) = next(&mut handle).await;
         respond(send, deployment_at(8, "5", Some(FIELD_MANAGER)));

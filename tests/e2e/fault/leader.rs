@@ -137,18 +137,19 @@ pub(crate) async fn two_replicas(
     (a, b, before)
 }
 
-/// A flash sale with the controller-manager frozen: replica a shrinks training, whose pods stay,
-/// and waits for them. Returns the controller-manager's resumption (on drop) and when the
-/// shift began.
+/// A flash sale (`per_replica`, as `start_shift_of`) with the controller-manager frozen:
+/// replica a shrinks training, whose pods stay, and waits for them. Returns the
+/// controller-manager's resumption (on drop) and when the shift began.
 pub(crate) async fn shift_held_mid_way(
     env: &TestBed,
     admin: &Client,
     ns: &str,
+    per_replica: u32,
 ) -> (ResumeOnDrop, f64) {
     testbed(env, &["pause", "kube-controller-manager"]);
     let resume_cm = ResumeOnDrop(env.script.clone(), "kube-controller-manager");
     let shift_from = unix_now();
-    start_shift(admin, ns).await;
+    start_shift_of(admin, ns, per_replica).await;
     wait_until(
         "replica a to shrink training",
         Duration::from_secs(60),

@@ -20,8 +20,9 @@ pub(crate) async fn leader_killed_mid_shift_standby_takes_over_and_never_two_wri
     if b.metric("tideshift_leader", &[]).await != Some(0.0) {
         problems.push("replica b leads while a holds the lease".into());
     }
-    // Mid-shift: a shrinks training and waits for its pods; then a dies.
-    let (resume_cm, shift_from) = shift_held_mid_way(&env, &admin, &ns).await;
+    // Mid-shift: a shrinks training, to zero whatever the hour (4 per replica), and waits for
+    // its pods; then a dies.
+    let (resume_cm, shift_from) = shift_held_mid_way(&env, &admin, &ns, 4).await;
     a.kill();
     let killed = unix_now();
     let took_over = taken_over(&env.audit, "replica-b", killed).await;

@@ -55,7 +55,7 @@ pub(crate) async fn leader_paused_past_its_lease_never_writes_after_the_takeover
         two_replicas(&env, &admin, &ns, &proxied, &["--shrink-wait", "90s"]).await;
     let mut problems = Vec::new();
     // Mid-shift: a shrinks training and waits for its pods (the controller-manager is frozen).
-    let (resume_cm, shift_from) = shift_held_mid_way(&env, &admin, &ns).await;
+    let (resume_cm, shift_from) = shift_held_mid_way(&env, &admin, &ns, 12).await;
     // Its next read of payment is the one its grow of payment is decided on: hold its answer,
     // let the pods go, and pause a as soon as that read reaches the API server.
     let (arrived, release) = proxy.hold_next(

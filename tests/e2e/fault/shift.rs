@@ -18,8 +18,15 @@ pub(crate) async fn shift_scenario(env: &TestBed, class: &str) -> (Client, Strin
 /// at twice as many, payment 4 beside training 8 fit the capacity exactly, and whether training
 /// moved depended on the band's width.
 pub(crate) async fn start_shift(admin: &Client, ns: &str) {
+    start_shift_of(admin, ns, 12).await;
+}
+
+/// A flash sale with `per_replica` demand per payment replica. At 4 (or less) payment needs its
+/// maximum, 12, at any hour of any day (the test bed's `checkout` is 50 to 170), so training
+/// gives way all the way to zero; at 12, how far it goes depends on the time of day.
+pub(crate) async fn start_shift_of(admin: &Client, ns: &str, per_replica: u32) {
     patch_policy(admin, ns, "shop", json!({"spec": {"online": [serde_yaml::from_str::<Value>(&format!(
-        "{{name: payment, target: {{kind: Deployment, name: payment}}, demand: {{query: '{CHECKOUT}'}}, perReplica: 12, headroom: 0.1, quantile: 0.9, replicas: {{min: 1, max: 12}}, startup: 10s}}"
+        "{{name: payment, target: {{kind: Deployment, name: payment}}, demand: {{query: '{CHECKOUT}'}}, perReplica: {per_replica}, headroom: 0.1, quantile: 0.9, replicas: {{min: 1, max: 12}}, startup: 10s}}"
     )).expect("online workload")]}}))
     .await;
 }
