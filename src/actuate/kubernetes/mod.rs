@@ -264,14 +264,11 @@ impl Actuator for KubeActuator {
         entry.pending_zero = remembered
             .pending_zero
             .into_iter()
-            .map(|(object, sent)| {
-                let sent = SystemTime::UNIX_EPOCH + Duration::from_secs(sent.max(0) as u64);
-                (object, sent)
-            })
+            .map(|(object, sent)| (object, from_unix_seconds(sent)))
             .collect();
         entry.adopted.clear();
         entry.conflict = remembered.other_writer.map(|other| Conflict {
-            since: SystemTime::UNIX_EPOCH + Duration::from_secs(other.since.max(0) as u64),
+            since: from_unix_seconds(other.since),
             kind: ConflictKind::ForeignWrite,
             reason: other.reason,
         });

@@ -51,6 +51,11 @@ pub(super) fn unix_seconds(at: SystemTime) -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// [`unix_seconds`] back to a time (before 1970 as 1970).
+pub(super) fn from_unix_seconds(seconds: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(seconds.max(0) as u64)
+}
+
 impl KubeActuator {
     /// Whether a watched view's `read` disagrees with tideshift's baseline: an object whose
     /// replicas differ from what tideshift wrote, agreed with or adopted. Either someone else

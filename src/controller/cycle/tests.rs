@@ -286,6 +286,24 @@ async fn cycle_fenced(
     run_cycle(&env, spec, memory, now).await
 }
 
+/// One cycle of `spec(mode)` at `demand` on `cluster`, with no memory of earlier cycles.
+async fn first_cycle(
+    cluster: &FakeCluster,
+    mode: &str,
+    demand: f64,
+    may_write: bool,
+) -> CycleReport {
+    let mut memory = PolicyMemory::default();
+    cycle(
+        &spec(mode),
+        &source(demand),
+        cluster,
+        &mut memory,
+        may_write,
+    )
+    .await
+}
+
 fn source(payment: f64) -> FakeSource {
     FakeSource {
         demand: [("payment_demand".to_string(), payment)].into(),
@@ -343,15 +361,7 @@ async fn the_whole_history_is_read_to_refit_and_only_the_recent_part_between() {
 async fn a_scale_to_zero_is_recorded_in_the_status_before_it_is_sent() {
     // Payment needs all 10 cores: batch goes 8 -> 0.
     let cluster = FakeCluster::with(&[("payment", 2), ("batch", 8)]);
-    let mut memory = PolicyMemory::default();
-    let report = cycle(
-        &spec("enforce"),
-        &source(1000.0),
-        &cluster,
-        &mut memory,
-        true,
-    )
-    .await;
+    let report = first_cycle(&cluster, "enforce", 1000.0, true).await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let log = cluster.log();
     // batch is the second workload (online first), its object the Deployment batch.
@@ -373,15 +383,7 @@ async fn a_scale_to_zero_is_recorded_in_the_status_before_it_is_sent() {
         ("enforce", 1000.0, false),
     ] {
         let cluster = FakeCluster::with(&[("payment", 2), ("batch", 8)]);
-        let mut memory = PolicyMemory::default();
-        cycle(
-            &spec(mode),
-            &source(demand),
-            &cluster,
-            &mut memory,
-            may_write,
-        )
-        .await;
+        first_cycle(&cluster, mode, demand, may_write).await;
         let log = cluster.log();
         assert!(
             !log.iter().any(|l| l.starts_with("record")),
@@ -393,15 +395,7 @@ async fn a_scale_to_zero_is_recorded_in_the_status_before_it_is_sent() {
 #[tokio::test]
 async fn batch_shrinks_and_its_pods_are_gone_before_online_grows() {
     let cluster = FakeCluster::with(&[("payment", 2), ("batch", 8)]);
-    let mut memory = PolicyMemory::default();
-    let report = cycle(
-        &spec("enforce"),
-        &source(750.0),
-        &cluster,
-        &mut memory,
-        true,
-    )
-    .await;
+    let report = first_cycle(&cluster, "enforce", 750.0, true).await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let log = cluster.log();
     let shrink = log
@@ -439,15 +433,7 @@ async fn grow_after_the_pods_of_an_earlier_shrink(cluster: FakeCluster) -> Cycle
         .get_mut("batch")
         .unwrap()
         .1 = 8;
-    let mut memory = PolicyMemory::default();
-    let report = cycle(
-        &spec("enforce"),
-        &source(750.0),
-        &cluster,
-        &mut memory,
-        true,
-    )
-    .await;
+    let report = first_cycle(&cluster, "enforce", 750.0, true).await;
     let log = cluster.log();
     assert!(!log.iter().any(|l| l.starts_with("scale batch")), "{log:?}");
     let grow = log
@@ -694,15 +680,7 @@ async fn a_policy_changed_mid_cycle_stops_its_writes() {
 async fn a_target_in_conflict_is_not_written() {
     let mut cluster = FakeCluster::with(&[("payment", 2), ("batch", 8)]);
     cluster.conflicts.push("batch".into());
-    let mut memory = PolicyMemory::default();
-    let report = cycle(
-        &spec("enforce"),
-        &source(750.0),
-        &cluster,
-        &mut memory,
-        true,
-    )
-    .await;
+    let report = first_cycle(&cluster, "enforce", 750.0, true).await;
     assert_eq!(report.conflicts.len(), 1);
     assert!(!cluster.log().iter().any(|l| l.starts_with("scale batch")));
     // A policy that writes takes what it reads as its baseline (`Actuator::adopt`).
