@@ -66,6 +66,9 @@ impl BadData {
 /// down; one that holds while demand is unusable does not. Once demand is readable again the
 /// change applies (a lost action otherwise).
 pub(crate) const PAYMENT_PER_REPLICA: u32 = 25;
+/// Refund's demand per replica (headroom 10%, `common::policy::online`): near 22:30 and 05:30
+/// UTC its daily wave crosses the 1/2-replica boundary (45.5).
+pub(crate) const REFUND_PER_REPLICA: f64 = 50.0;
 pub(crate) const PAYMENT_PER_REPLICA_DURING: u32 = 100;
 /// The policy's `guardrails.missingMetricsAfter`, and how much longer each fault lasts. The
 /// grace is longer than the scale-down stabilization (20 s), so a daemon that planned on the
@@ -148,7 +151,7 @@ pub(crate) async fn bad_metric_data_never_panics_nor_scales_online_down() {
         policy("shop")
             .missing_metrics_after(&format!("{MISSING_AFTER}s"))
             .online(online("payment", &payment_query, f64::from(per_replica)).startup("45s"))
-            .online(online("refund", &refund_query, 50.0).startup("45s"))
+            .online(online("refund", &refund_query, REFUND_PER_REPLICA).startup("45s"))
             .offline(offline("training"))
     };
     // The online workloads alone, for the edits a user makes during the test.
@@ -340,7 +343,10 @@ pub(crate) async fn bad_metric_data_never_panics_nor_scales_online_down() {
         eprintln!(
             "CounterReset: refund scaled down (its demand: usually {usual:.1}, lowest {lowest:.1}): {w:?}"
         );
-        if lowest < 0.8 * usual {
+        // Wrong only if the dip took it: below what its usual demand needs. Refund's own daily
+        // wave takes it from 2 to 1 near 22:30 UTC, reset or not (failed once so at 22:41).
+        let usual_need = tideshift::plan::replicas_for(usual, REFUND_PER_REPLICA, 0.1);
+        if lowest < 0.8 * usual && (w.to as u32) < usual_need {
             wrong += 1;
             problems.push(format!(
                 "CounterReset: refund scaled down on a reset: {w:?}"
